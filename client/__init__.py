@@ -1,0 +1,1 @@
+"""Flower ClientApp: the device wrapper around the simulator and the student policy."""

@@ -1,0 +1,1 @@
+"""Entry points: Hydra runs, the simulator CLI, benchmarks, reports and deployment helpers."""

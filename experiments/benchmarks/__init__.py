@@ -1,0 +1,1 @@
+"""Benchmark suites; each module exposes ``run(args: dict) -> dict`` and is picked by name."""

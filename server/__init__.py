@@ -1,0 +1,1 @@
+"""Flower ServerApp and the strategies (KECO and the baselines)."""
