@@ -43,9 +43,7 @@ def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown field(s) {unknown}; valid fields are {sorted(names)}"
-        )
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; valid fields are {sorted(names)}")
     return cls(**{k: v for k, v in raw.items() if k in names})
 
 
@@ -80,9 +78,13 @@ class PressureConfig:
 
     def validate(self) -> None:
         if not 0.0 <= self.cpu_level < 1.0:
-            raise ConfigError(f"scenario.pressure.cpu_level must be in [0, 1), got {self.cpu_level}")
+            raise ConfigError(
+                f"scenario.pressure.cpu_level must be in [0, 1), got {self.cpu_level}"
+            )
         if not 0.0 <= self.mem_level <= 1.0:
-            raise ConfigError(f"scenario.pressure.mem_level must be in [0, 1], got {self.mem_level}")
+            raise ConfigError(
+                f"scenario.pressure.mem_level must be in [0, 1], got {self.mem_level}"
+            )
         if self.shape not in ("constant", "ramp", "periodic"):
             raise ConfigError(
                 f"scenario.pressure.shape must be one of constant, ramp, periodic; got {self.shape!r}"
@@ -216,9 +218,13 @@ class ScenarioConfig:
             if not _finite(v) or v < 0:
                 raise ConfigError(f"scenario.{name} must be a number >= 0, got {v!r}")
         if self.channel not in ("fixed", "shannon"):
-            raise ConfigError(f"scenario.channel must be 'fixed' or 'shannon', got {self.channel!r}")
+            raise ConfigError(
+                f"scenario.channel must be 'fixed' or 'shannon', got {self.channel!r}"
+            )
         if self.channel == "fixed" and (not _finite(self.rate_mbps) or self.rate_mbps <= 0):
-            raise ConfigError(f"scenario.rate_mbps must be a positive number, got {self.rate_mbps!r}")
+            raise ConfigError(
+                f"scenario.rate_mbps must be a positive number, got {self.rate_mbps!r}"
+            )
         if not _finite(self.snr_db):
             raise ConfigError(f"scenario.snr_db must be a finite number, got {self.snr_db!r}")
         if self.fading not in ("rayleigh", "none"):
@@ -258,7 +264,9 @@ class ScenarioConfig:
             if any(not _finite(v) or v <= 0 for v in vals):
                 raise ConfigError(f"scenario.{name} values must be positive, got {list(vals)}")
         if any(not 0.0 <= a <= 1.0 for a in self.alpha_modes):
-            raise ConfigError(f"scenario.alpha_modes must be in [0, 1], got {list(self.alpha_modes)}")
+            raise ConfigError(
+                f"scenario.alpha_modes must be in [0, 1], got {list(self.alpha_modes)}"
+            )
         self.edge_ghz_array()
         mem = self.edge_mem_array()
         if mem is not None and any(not _finite(v) or v <= 0 for v in mem):
@@ -373,10 +381,465 @@ def simulate_from_dict(raw: Any) -> SimulateConfig:
 # --------------------------------------------------------------------------------------------
 # Homomorphic encryption (conf/he/*.yaml)
 # --------------------------------------------------------------------------------------------
+
+# Largest total coefficient-modulus bits that keep 128-bit security (HomomorphicEncryption.org
+# standard, as enforced by SEAL) for each ring dimension N.
+HE_MAX_COEFF_BITS = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
+HE_SCHEMES = ("ckks", "off")
+
+
+@dataclass(frozen=True)
+class HEConfig:
+    """Encryption of the uploads and the global sums; see ``conf/he/*.yaml``."""
+
+    name: str = "ckks"
+    """Preset name (the YAML file stem); recorded in results."""
+    scheme: str = "ckks"
+    """``ckks`` (TenSEAL CKKS, server adds ciphertexts only) or ``off`` (a plaintext backend
+    with the same interface, so the strategy keeps one code path)."""
+    poly_modulus_degree: int = 8192
+    """Ring dimension N; each ciphertext packs N/2 values. Also the chunk size with ``off``."""
+    coeff_mod_bit_sizes: tuple[int, ...] = (60, 40, 40)
+    """Bit sizes of the coefficient-modulus primes. The last prime is SEAL's key-switching
+    prime; the others hold the data, and their sum minus ``global_scale_bits`` is the headroom
+    for the magnitude of (sums of) encrypted values."""
+    global_scale_bits: int = 40
+    """CKKS scale 2**bits: the absolute error of a fresh ciphertext is about 1e4 / 2**bits."""
+
+    @property
+    def slots(self) -> int:
+        """Values per ciphertext (chunk): N/2."""
+        return self.poly_modulus_degree // 2
+
+    @property
+    def enabled(self) -> bool:
+        return self.scheme != "off"
+
+    def validate(self) -> HEConfig:
+        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+        if self.scheme not in HE_SCHEMES:
+            raise ConfigError(f"he.scheme must be one of {list(HE_SCHEMES)}, got {self.scheme!r}")
+        n = self.poly_modulus_degree
+        if not isinstance(n, int) or isinstance(n, bool) or n not in HE_MAX_COEFF_BITS:
+            raise ConfigError(
+                f"he.poly_modulus_degree must be one of {sorted(HE_MAX_COEFF_BITS)}, got {n!r}"
+            )
+        if not self.enabled:
+            return self
+        bits = self.coeff_mod_bit_sizes
+        if len(bits) < 2 or any(
+            not isinstance(b, int) or isinstance(b, bool) or not 17 <= b <= 60 for b in bits
+        ):
+            raise ConfigError(
+                "he.coeff_mod_bit_sizes must list at least two integers in [17, 60] (data primes "
+                f"then the key-switching prime), got {list(bits)}"
+            )
+        if sum(bits) > HE_MAX_COEFF_BITS[n]:
+            raise ConfigError(
+                f"he.coeff_mod_bit_sizes sum to {sum(bits)} bits, above the 128-bit-security "
+                f"limit of {HE_MAX_COEFF_BITS[n]} for poly_modulus_degree={n}; drop or shrink a "
+                f"prime or raise poly_modulus_degree"
+            )
+        scale = self.global_scale_bits
+        if not isinstance(scale, int) or isinstance(scale, bool) or not 20 <= scale <= 60:
+            raise ConfigError(f"he.global_scale_bits must be an integer in [20, 60], got {scale!r}")
+        # Decoding needs the first data prime above the scale, and sums need headroom above it.
+        if bits[0] <= scale:
+            raise ConfigError(
+                f"he.coeff_mod_bit_sizes[0] ({bits[0]}) must exceed he.global_scale_bits ({scale})"
+            )
+        return self
+
+
+def he_from_dict(raw: Any) -> HEConfig:
+    """Build and validate an :class:`HEConfig` from a mapping (OmegaConf or dict)."""
+    d = _to_dict(raw)
+    d.pop("_target_", None)
+    # YAML 1.1 (PyYAML, command-line overrides) reads a bare ``off`` as ``False``.
+    for key in ("scheme", "name"):
+        if d.get(key) is False:
+            d[key] = "off"
+    bits = d.get("coeff_mod_bit_sizes")
+    if bits is not None:
+        if isinstance(bits, (str, bytes)) or not isinstance(bits, Sequence):
+            raise ConfigError(f"he.coeff_mod_bit_sizes must be a list of integers, got {bits!r}")
+        d["coeff_mod_bit_sizes"] = tuple(bits)
+    return _build(HEConfig, d, "he").validate()
+
+
+def load_he(name: str, **overrides: Any) -> HEConfig:
+    """Load ``conf/he/<name>.yaml`` (``ckks``, ``ckks4096``, ``off``) and apply overrides."""
+    import yaml
+
+    path = CONF_DIR / "he" / f"{name}.yaml"
+    if not path.exists():
+        valid = sorted(p.stem for p in (CONF_DIR / "he").glob("*.yaml"))
+        raise ConfigError(f"unknown he preset {name!r}; valid presets are {valid}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    raw.update(overrides)
+    return he_from_dict(raw)
+
+
 # [section: he]
 
 
 # --------------------------------------------------------------------------------------------
 # Models, distillation and centralised training (conf/model/*.yaml, conf/experiment/*.yaml)
 # --------------------------------------------------------------------------------------------
+MODEL_ARCHS = ("cnn", "lstm_dueling", "mlp")
+SCHEDULE_KINDS = ("constant", "linear", "cosine", "step")
+DISTILL_LOSSES = ("mse", "kd")
+TEACHER_TRAINING = ("imitation", "d3qn", "d3qn_warm")
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_positive(value: Any, name: str) -> None:
+    if not _finite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_unit(value: Any, name: str) -> None:
+    if not _finite(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def _as_ints(value: Any, name: str, allow_empty: bool = False) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or (not value and not allow_empty)
+        or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in value)
+    ):
+        raise ConfigError(f"{name} must be a list of positive integers, got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A teacher or student offloading network (``conf/model/*.yaml``)."""
+
+    arch: str = "cnn"
+    """``cnn`` (KECO teacher), ``lstm_dueling`` (KD-D3QN teacher) or ``mlp`` (small student)."""
+    ratio: float = 1.0
+    """Multiplier on every hidden width (conv channels, LSTM units, FC units); students use < 1
+    (KD-D3QN's STUDENT_RATIO)."""
+    hidden: tuple[int, ...] = (128,)
+    """Widths of the fully connected ReLU layers after the history and the instantaneous
+    features are joined (before the output heads)."""
+    dueling: bool = True
+    """Dueling heads Q = V + A − mean(A); ``False`` gives one linear head."""
+    conv_channels: tuple[int, ...] = (32, 64)
+    """``cnn``: output channels of the two conv layers (KECO: 32 then 64)."""
+    kernel_size: int = 6
+    """``cnn``: square conv kernel, stride 1 (KECO: 6×6)."""
+    pool_size: int = 2
+    """``cnn``: square max-pool window and stride (KECO: 2×2, stride 2)."""
+    map_size: int = 32
+    """``cnn``: the K×M load history is resized (nearest neighbour) to map_size × map_size so
+    that conv-pool-conv-pool with 6×6 kernels is valid (needs >= 19)."""
+    lstm_hidden: int = 24
+    """``lstm_dueling``: LSTM units over the K-slot history."""
+
+    def scaled(self, ratio: float) -> ModelConfig:
+        """The student of this network: same topology, hidden widths × ``ratio``."""
+        return dataclasses.replace(self, ratio=float(ratio)).validate()
+
+    def validate(self) -> ModelConfig:
+        if self.arch not in MODEL_ARCHS:
+            raise ConfigError(f"model.arch must be one of {list(MODEL_ARCHS)}, got {self.arch!r}")
+        if not _finite(self.ratio) or not 0.0 < self.ratio <= 4.0:
+            raise ConfigError(f"model.ratio must be in (0, 4], got {self.ratio!r}")
+        _as_ints(self.hidden, "model.hidden", allow_empty=True)
+        if len(_as_ints(self.conv_channels, "model.conv_channels")) != 2:
+            raise ConfigError(f"model.conv_channels needs two values, got {self.conv_channels!r}")
+        for name in ("kernel_size", "pool_size", "map_size", "lstm_hidden"):
+            _check_positive_int(getattr(self, name), f"model.{name}")
+        if not isinstance(self.dueling, bool):
+            raise ConfigError(f"model.dueling must be true or false, got {self.dueling!r}")
+        k, p = self.kernel_size, self.pool_size
+        side = ((self.map_size - k + 1) // p - k + 1) // p
+        if self.arch == "cnn" and side < 1:
+            raise ConfigError(
+                f"model.map_size={self.map_size} is too small for two {k}x{k} convs each followed "
+                f"by a {p}x{p} pool; use at least {(k - 1 + p * (k - 1 + p))}"
+            )
+        return self
+
+
+def model_from_dict(raw: Any) -> ModelConfig:
+    """Build and validate a :class:`ModelConfig` (``conf/model/<name>.yaml``)."""
+    d = _to_dict(raw)
+    d.pop("_target_", None)
+    for name in ("hidden", "conv_channels"):
+        if name in d:
+            d[name] = _as_ints(d[name], f"model.{name}", allow_empty=name == "hidden")
+    if "ratio" in d and isinstance(d["ratio"], int) and not isinstance(d["ratio"], bool):
+        d["ratio"] = float(d["ratio"])
+    return _build(ModelConfig, d, "model").validate()
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A scalar that moves from ``start`` to ``floor`` over ``length`` steps (KECO's δ)."""
+
+    kind: str = "linear"
+    """``constant`` (always start), ``linear``, ``cosine`` or ``step`` (start until ``length``,
+    then floor)."""
+    start: float = 0.75
+    """Value at step 0 (KECO: hard:soft 3:1 early, so δ = 0.75)."""
+    floor: float = 0.25
+    """Value from step ``length`` on (KECO: 1:3 late, so δ = 0.25)."""
+    length: int = 10
+    """Steps (rounds or optimiser steps) to go from start to floor."""
+
+    def validate(self, where: str = "schedule") -> ScheduleConfig:
+        if self.kind not in SCHEDULE_KINDS:
+            raise ConfigError(
+                f"{where}.kind must be one of {list(SCHEDULE_KINDS)}, got {self.kind!r}"
+            )
+        _check_unit(self.start, f"{where}.start")
+        _check_unit(self.floor, f"{where}.floor")
+        _check_positive_int(self.length, f"{where}.length")
+        return self
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Offline distillation of a student from a teacher (KD-D3QN §5.3, KECO loss)."""
+
+    loss: str = "mse"
+    """``mse``: KD-D3QN's MSE between student and teacher outputs (Q-values / logits);
+    ``kd``: KECO's δ·CE(oracle label) + (1 − δ)·T²·KL(teacher ‖ student)."""
+    steps: int = 10000
+    """Optimiser steps (KD-D3QN's DISTILL_STEPS)."""
+    batch_size: int = 256
+    """States per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    temperature: float = 2.0
+    """Softmax temperature T of the ``kd`` loss."""
+    delta: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(length=10000))
+    """Weight δ of the hard-label term over the optimiser steps (``kd`` loss only)."""
+
+    def validate(self, where: str = "distill") -> DistillConfig:
+        if self.loss not in DISTILL_LOSSES:
+            raise ConfigError(
+                f"{where}.loss must be one of {list(DISTILL_LOSSES)}, got {self.loss!r}"
+            )
+        _check_positive_int(self.steps, f"{where}.steps")
+        _check_positive_int(self.batch_size, f"{where}.batch_size")
+        _check_positive(self.lr, f"{where}.lr")
+        _check_positive(self.temperature, f"{where}.temperature")
+        self.delta.validate(f"{where}.delta")
+        return self
+
+
+def schedule_from_dict(raw: Any, where: str = "schedule") -> ScheduleConfig:
+    """Build and validate a :class:`ScheduleConfig`."""
+    return _build(ScheduleConfig, _to_dict(raw), where).validate(where)
+
+
+def distill_from_dict(raw: Any, where: str = "distill") -> DistillConfig:
+    """Build and validate a :class:`DistillConfig`."""
+    d = _to_dict(raw)
+    delta = schedule_from_dict(d.pop("delta", {"length": d.get("steps", 10000)}), f"{where}.delta")
+    return dataclasses.replace(_build(DistillConfig, d, where), delta=delta).validate(where)
+
+
+@dataclass(frozen=True)
+class ImitationConfig:
+    """Supervised imitation of the oracle's labels (DIL, seed 002)."""
+
+    episodes: int = 40
+    """Episodes simulated per data-collection round."""
+    dagger_rounds: int = 1
+    """Extra collection rounds with the current network as behaviour policy (labels still from
+    the oracle), so it also learns the states it visits itself (DAgger)."""
+    steps: int = 3000
+    """Adam steps of the first round (each DAgger round adds half as many)."""
+    batch_size: int = 256
+    """Samples per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate (KECO: 0.001)."""
+    weight_decay: float = 0.0
+    """Adam L2 penalty."""
+
+    def validate(self, where: str = "imitation") -> ImitationConfig:
+        for name in ("episodes", "steps", "batch_size"):
+            _check_positive_int(getattr(self, name), f"{where}.{name}")
+        if not isinstance(self.dagger_rounds, int) or self.dagger_rounds < 0:
+            raise ConfigError(
+                f"{where}.dagger_rounds must be an integer >= 0, got {self.dagger_rounds!r}"
+            )
+        _check_positive(self.lr, f"{where}.lr")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay must be >= 0, got {self.weight_decay!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class D3QNConfig:
+    """Double DQN with dueling heads, shared across devices (KD-D3QN §5.2)."""
+
+    episodes: int = 60
+    """Training episodes in total (simulated ``parallel_episodes`` at a time)."""
+    parallel_episodes: int = 4
+    """Episodes simulated at once between learning phases."""
+    gamma: float = 0.9
+    """Discount between a device's consecutive tasks (Tang & Wong: 0.9)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 256
+    """Transitions per optimiser step."""
+    buffer_size: int = 100000
+    """Replay memory, transitions."""
+    updates_per_episode: int = 40
+    """Optimiser steps after each simulated episode."""
+    target_every: int = 200
+    """Optimiser steps between copies of the online network into the target network."""
+    eps_start: float = 1.0
+    """ε of ε-greedy at the first episode."""
+    eps_end: float = 0.02
+    """ε after ``eps_decay_fraction`` of the episodes."""
+    eps_decay_fraction: float = 0.6
+    """Fraction of the episodes over which ε decays linearly."""
+    heuristic_prob: float = 0.5
+    """KD-D3QN's heuristic-guided exploration: an exploring task takes the ``heuristic``
+    policy's action with this probability, else a uniform random one (0 = plain ε-greedy)."""
+    heuristic: str = "greedy"
+    """Policy of ``common.mec.policies`` that guides exploration."""
+    grad_clip: float = 10.0
+    """Max global gradient norm."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this before learning (QoE rewards are O(10–40))."""
+
+    def validate(self, where: str = "d3qn") -> D3QNConfig:
+        for name in ("episodes", "parallel_episodes", "batch_size", "buffer_size", "target_every"):
+            _check_positive_int(getattr(self, name), f"{where}.{name}")
+        if not isinstance(self.updates_per_episode, int) or self.updates_per_episode < 0:
+            raise ConfigError(f"{where}.updates_per_episode must be an integer >= 0")
+        for name in ("gamma", "eps_start", "eps_end", "eps_decay_fraction", "heuristic_prob"):
+            _check_unit(getattr(self, name), f"{where}.{name}")
+        for name in ("lr", "grad_clip", "reward_scale"):
+            _check_positive(getattr(self, name), f"{where}.{name}")
+        return self
+
+
+def imitation_from_dict(raw: Any, where: str = "imitation") -> ImitationConfig:
+    """Build and validate an :class:`ImitationConfig`."""
+    return _build(ImitationConfig, _to_dict(raw), where).validate(where)
+
+
+def d3qn_from_dict(raw: Any, where: str = "d3qn") -> D3QNConfig:
+    """Build and validate a :class:`D3QNConfig`."""
+    return _build(D3QNConfig, _to_dict(raw), where).validate(where)
+
+
+@dataclass(frozen=True)
+class DistillTablesConfig:
+    """``experiment=distill_tables``: KD-D3QN's Tables 1–3 on a centralised teacher/student."""
+
+    task: str = "distill_tables"
+    """Dispatch key of ``experiments.run``."""
+    teacher_training: str = "imitation"
+    """How the teacher (``cfg.model``) is trained: ``imitation`` of the oracle (DIL),
+    ``d3qn`` from scratch, or ``d3qn_warm`` (D3QN fine-tuning of the imitation teacher)."""
+    student_ratio: float = 0.4
+    """Ratio of the student of Tables 1 and 3 (KD-D3QN's choice)."""
+    student_arch: str | None = None
+    """Student architecture; ``None`` = the teacher's, scaled by the ratio."""
+    ratios: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+    """Rows of Table 2."""
+    distill_checkpoints: tuple[int, ...] = (500, 1000, 2000, 5000, 10000, 20000)
+    """Rows of Table 1: the student of one distillation run, evaluated after these steps."""
+    distill_episodes: int = 40
+    """Episodes of teacher-visited states in the offline distillation dataset."""
+    eval_episodes: int = 50
+    """Evaluation episodes of every table cell (mean ± std over them)."""
+    eval_seed: int = 10000
+    """Seed of the evaluation episodes (the same for every policy)."""
+    heuristics: tuple[str, ...] = ("all_local", "all_offload", "random", "greedy", "load_balance")
+    """Reference rows (the oracle is always added)."""
+    scratch: bool = True
+    """Also train the student network from scratch with D3QN (the "without distillation" row)."""
+    int8: bool = True
+    """Also evaluate the int8 dynamically quantised student (DDLRO)."""
+    latency_reps: int = 2000
+    """Batch-1 forward passes per latency measurement (median reported)."""
+    agreement_states: int = 20000
+    """States on which the int8 and float students' decisions are compared."""
+    imitation: ImitationConfig = field(default_factory=ImitationConfig)
+    """Teacher imitation training."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Offline distillation (``steps`` is used by Table 2 and 3; Table 1 runs to the largest
+    checkpoint)."""
+    d3qn: D3QNConfig = field(default_factory=D3QNConfig)
+    """Teacher D3QN training (``teacher_training`` = d3qn / d3qn_warm)."""
+    scratch_d3qn: D3QNConfig = field(default_factory=D3QNConfig)
+    """D3QN training of the student network from scratch."""
+
+    def validate(self) -> DistillTablesConfig:
+        w = "experiment"
+        if self.teacher_training not in TEACHER_TRAINING:
+            raise ConfigError(
+                f"{w}.teacher_training must be one of {list(TEACHER_TRAINING)}, "
+                f"got {self.teacher_training!r}"
+            )
+        if self.student_arch is not None and self.student_arch not in MODEL_ARCHS:
+            raise ConfigError(
+                f"{w}.student_arch must be null or one of {list(MODEL_ARCHS)}, "
+                f"got {self.student_arch!r}"
+            )
+        if not _finite(self.student_ratio) or not 0 < self.student_ratio <= 4:
+            raise ConfigError(f"{w}.student_ratio must be in (0, 4], got {self.student_ratio!r}")
+        if any(not 0 < r <= 4 for r in self.ratios):
+            raise ConfigError(f"{w}.ratios must be in (0, 4], got {list(self.ratios)}")
+        _as_ints(self.distill_checkpoints, f"{w}.distill_checkpoints")
+        for name in ("distill_episodes", "eval_episodes", "latency_reps", "agreement_states"):
+            _check_positive_int(getattr(self, name), f"{w}.{name}")
+        if not isinstance(self.eval_seed, int):
+            raise ConfigError(f"{w}.eval_seed must be an integer, got {self.eval_seed!r}")
+        return self
+
+
+def distill_tables_from_dict(raw: Any) -> DistillTablesConfig:
+    """Build and validate a :class:`DistillTablesConfig` (``conf/experiment/distill_tables``)."""
+    d = _to_dict(raw)
+    subs = {
+        "imitation": imitation_from_dict(d.pop("imitation", {}), "experiment.imitation"),
+        "distill": distill_from_dict(d.pop("distill", {}), "experiment.distill"),
+        "d3qn": d3qn_from_dict(d.pop("d3qn", {}), "experiment.d3qn"),
+        "scratch_d3qn": d3qn_from_dict(d.pop("scratch_d3qn", {}), "experiment.scratch_d3qn"),
+    }
+    if "ratios" in d:
+        d["ratios"] = tuple(float(r) for r in _as_floats_named(d["ratios"], "experiment.ratios"))
+    if "distill_checkpoints" in d:
+        d["distill_checkpoints"] = _as_ints(
+            d["distill_checkpoints"], "experiment.distill_checkpoints"
+        )
+    if "heuristics" in d:
+        d["heuristics"] = tuple(str(h) for h in d["heuristics"])
+    if "student_ratio" in d and _finite(d["student_ratio"]):
+        d["student_ratio"] = float(d["student_ratio"])
+    cfg = _build(DistillTablesConfig, d, "experiment")
+    return dataclasses.replace(cfg, **subs).validate()
+
+
+def _as_floats_named(value: Any, name: str) -> tuple[float, ...]:
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and value
+        and all(_finite(v) for v in value)
+    ):
+        return tuple(float(v) for v in value)
+    raise ConfigError(f"{name} must be a non-empty list of numbers, got {value!r}")
+
+
 # [section: models]

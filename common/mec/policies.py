@@ -1,0 +1,211 @@
+"""Offloading policies for the MEC simulator: heuristics and the full-information oracle.
+
+A policy is any callable ``policy(obs, sim) -> actions`` with ``actions`` an int array [E, N]
+(``0`` = local, ``j`` = edge node ``j``). Heuristics other than the oracle use only what a
+device observes (its own features and the public EN-load history) plus its own static
+parameters (CPU speed, computation density); randomised ones draw from the simulator's
+per-episode noise so that results do not depend on how episodes are batched.
+
+The oracle sees the whole system. It assigns the slot's new tasks one device at a time; each
+assignment sees the load that the tasks assigned before it add (so it does not herd devices onto
+one node). For each action it predicts the task's delay, drop and device energy from the exact
+FIFO state of the device's local and transmit queues and its queues at every EN, and picks the
+action with the best predicted QoE reward. Its decisions are the hard labels for learning and
+its predicted costs are recorded in datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from common.mec.sim import LQ, TXQ, TXRUN, MECBatch, Observation
+
+Policy = Callable[[Observation, MECBatch], np.ndarray]
+
+
+def all_local(obs: Observation, sim: MECBatch) -> np.ndarray:
+    return np.zeros(obs.mask.shape, dtype=np.int64)
+
+
+def all_offload(obs: Observation, sim: MECBatch) -> np.ndarray:
+    """A uniformly random edge node for every task."""
+    u = sim.noise[:, min(obs.t, sim.T - 1), :]
+    return 1 + np.minimum((u * sim.M).astype(np.int64), sim.M - 1)
+
+
+def random_policy(obs: Observation, sim: MECBatch) -> np.ndarray:
+    """Uniform over local and the edge nodes."""
+    u = sim.noise[:, min(obs.t, sim.T - 1), :]
+    return np.minimum((u * sim.n_actions).astype(np.int64), sim.M)
+
+
+def _edge_rate_observed(obs: Observation, sim: MECBatch) -> np.ndarray:
+    """Mbit/slot a new queue would get at each EN, from the last observed load [E, N, M]."""
+    m_last = obs.history[:, -1, :].astype(np.float64)  # [E, M]
+    t = min(obs.t, sim.T - 1)
+    gc = sim.edge_gc[t][None, None, :] / (m_last[:, None, :] + 1.0)
+    return gc / sim.density[:, :, None]
+
+
+def greedy(obs: Observation, sim: MECBatch) -> np.ndarray:
+    """Least estimated completion time, from the device's own observation."""
+    f = obs.features.astype(np.float64)
+    size = f[:, :, 0]
+    local = f[:, :, 1] + size / sim.local_mbit
+    backlog = f[:, :, 3 : 3 + sim.M]
+    tx = f[:, :, 2] + size / sim.nominal_tx_mbit[None, :]
+    edge = tx[:, :, None] + 1.0 + (backlog + size[:, :, None]) / _edge_rate_observed(obs, sim)
+    times = np.concatenate([local[:, :, None], edge], axis=2)
+    return np.argmin(times, axis=2)
+
+
+def load_balance(obs: Observation, sim: MECBatch) -> np.ndarray:
+    """DDLRO-style: always offload, to the edge node with the least observed backlog time."""
+    f = obs.features.astype(np.float64)
+    backlog = f[:, :, 3 : 3 + sim.M] + f[:, :, :1]
+    return 1 + np.argmin(backlog / _edge_rate_observed(obs, sim), axis=2)
+
+
+# ---- oracle -----------------------------------------------------------------------------------
+
+
+def _fifo_free_slot(sim: MECBatch, t: int, run_a, run_rem, status: int, per_slot) -> np.ndarray:
+    """Last slot in which a FIFO processor is busy with the work already in it [E, N].
+
+    ``run_a``/``run_rem``: task in service (-1 if idle) and its remaining Mbit;
+    ``per_slot`` [E, N] Mbit served per slot. Replays the reference rules exactly: one task per
+    slot, a task is dropped when its age reaches the deadline, expired tasks are skipped.
+    """
+    D = sim.D
+    busy = run_a >= 0
+    end = np.where(
+        busy,
+        np.minimum(t + np.ceil(run_rem / per_slot) - 1, run_a + D - 1),
+        t - 1,
+    )
+    for a in range(max(0, t - D), t):
+        queued = sim.task_status[:, a, :] == status
+        if not queued.any():
+            continue
+        start = end + 1
+        dur = np.ceil(sim.task_size[:, a, :] / per_slot)
+        fin = np.maximum(start - 1, np.minimum(start + dur - 1, a + D - 1))
+        end = np.where(queued, fin, end)
+    return end
+
+
+class Oracle:
+    """Full-information per-task QoE maximiser (see the module docstring)."""
+
+    def __call__(self, obs: Observation, sim: MECBatch) -> np.ndarray:
+        return self.decide(obs, sim)[0]
+
+    def decide(self, obs: Observation, sim: MECBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Actions [E, N] and predicted cost (= −reward) of every action [E, N, M + 1]."""
+        E, N, M, D, t = sim.E, sim.N, sim.M, sim.D, obs.t
+        sc = sim.sc
+        size = sim.task_size[:, t, :]
+        mask = obs.mask
+        costs = np.zeros((E, N, M + 1))
+        actions = np.zeros((E, N), dtype=np.int64)
+        if not mask.any():
+            return actions, costs
+        alpha = sim.alpha
+        md_energy = sc.energy != "none"
+
+        def qoe_cost(alpha_n, delay, drop, energy):
+            e = energy if md_energy else 0.0
+            c = 2.0 * (alpha_n * np.where(drop, D, delay) + (1 - alpha_n) * sc.energy_scale * e)
+            return c - np.where(drop, 0.0, sc.r_base)
+
+        # Local: exact FIFO replay of the device's own queue.
+        cap_l = sim.local_mbit
+        l_end = _fifo_free_slot(sim, t, sim.lp_a, sim.lp_rem, LQ, cap_l)
+        l_fin = l_end + np.ceil(size / cap_l)
+        l_delay = l_fin - t + 1
+        l_drop = l_delay > D
+        served = np.minimum(size, np.maximum(0, t + D - 1 - l_end) * cap_l)
+        if sc.energy == "dvfs":
+            l_energy = sc.kappa * (sc.local_ghz * 1e9) ** 2 * served * sim.density * 1e9
+        else:
+            l_energy = sc.p_comp_w * served / (sc.local_ghz / sim.density)
+
+        # Transmit: exact FIFO replay at the nominal rate.
+        cap_t = np.broadcast_to(sim.nominal_tx_mbit[None, :], (E, N))
+        t_end = _fifo_free_slot(sim, t, sim.tx_a, sim.tx_rem, TXQ, cap_t)
+        t_fin = t_end + np.ceil(size / cap_t)  # slot in which transmission completes
+        t_drop = t_fin - t + 1 > D
+        tx_energy = sc.p_tx_w * sim.tau * np.minimum(size, (t + D - 1 - t_end) * cap_t) / cap_t
+
+        # Work ahead of a new task at each EN: in service, queued there, and still in transmit.
+        win = np.arange(max(0, t - D), t)
+        st = sim.task_status[:, win, :]
+        act = sim.task_action[:, win, :].astype(np.int64)
+        in_tx = (st == TXQ) | (st == TXRUN)
+        ahead = np.zeros((E, N, M))
+        for j in range(M):
+            ahead[:, :, j] = (sim.task_size[:, win, :] * (in_tx & (act == j + 1))).sum(1)
+        ahead += np.maximum(sim.ep_rem, 0) + sim.eq_mbit
+        counted = (sim.ep_a >= 0) | (sim.eq_cnt > 0)  # this queue is already in m_active
+        m_now = sim.m_active.astype(np.float64)  # [E, M]
+        extra = np.zeros((E, M))
+        gc = sim.edge_gc[t]  # [M]
+        free_ghz = sim.edge_ghz * (1.0 - sim.cpu_bg[t])
+        if sim.edge_mem is not None:
+            mem_free = sim.edge_mem[None, :] * (1.0 - sim.mem_bg[t])[None, :] - sim.mem_used
+
+        for n in np.nonzero(mask.any(0))[0]:
+            has = mask[:, n]
+            s = size[:, n]
+            dens = sim.density[:, n]
+            m_new = m_now + extra + (~counted[:, n, :])
+            rate = gc[None, :] / (dens[:, None] * m_new)  # Mbit per slot [E, M]
+            start = np.maximum(t_fin[:, n, None] + 1, t + np.ceil(ahead[:, n, :] / rate))
+            fin = start + np.ceil(s[:, None] / rate) - 1
+            delay = fin - t + 1
+            fail = np.zeros((E, M), dtype=bool)
+            if sc.cpu_fail_margin > 0:
+                need = s * dens / (D * sim.tau)
+                fail |= free_ghz[None, :] < sc.cpu_fail_margin * need[:, None]
+            if sim.edge_mem is not None:
+                fail |= mem_free < sim.task_mem[:, t, n][:, None]
+            drop = (delay > D) | t_drop[:, n, None] | fail
+            idle = sc.p_idle_w * sim.tau * np.clip(fin - t_fin[:, n, None], 0, D)
+            e_off = tx_energy[:, n, None] + np.where(t_drop[:, n, None], 0.0, idle)
+            c_off = qoe_cost(alpha[:, n, None], delay, drop, e_off)
+            c_loc = qoe_cost(alpha[:, n], l_delay[:, n], l_drop[:, n], l_energy[:, n])
+            c = np.concatenate([c_loc[:, None], c_off], axis=1)
+            choice = np.argmin(c, axis=1)
+            choice = np.where(has, choice, 0)
+            costs[:, n, :] = np.where(has[:, None], c, 0.0)
+            actions[:, n] = choice
+            off = choice > 0
+            if off.any():
+                e_idx = np.nonzero(off)[0]
+                j = choice[off] - 1
+                extra[e_idx, j] += ~counted[e_idx, n, j]
+                if sim.edge_mem is not None:
+                    mem_free[e_idx, j] -= sim.task_mem[e_idx, t, n]
+        return actions, costs
+
+
+oracle = Oracle()
+
+POLICIES: dict[str, Policy] = {
+    "all_local": all_local,
+    "all_offload": all_offload,
+    "random": random_policy,
+    "greedy": greedy,
+    "load_balance": load_balance,
+    "oracle": oracle,
+}
+HEURISTICS = ("all_local", "all_offload", "random", "greedy", "load_balance")
+
+
+def make_policy(name: str) -> Policy:
+    """Look up a policy by name; unknown names fail with the list of valid ones."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; valid policies are {sorted(POLICIES)}")
+    return POLICIES[name]
