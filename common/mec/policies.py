@@ -96,6 +96,59 @@ def _fifo_free_slot(sim: MECBatch, t: int, run_a, run_rem, status: int, per_slot
     return end
 
 
+def _tx_replay(sim: MECBatch, t: int, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replay each device's transmit FIFO, with a new task of ``size`` appended, over the next
+    D slots using the episode's actual per-slot rates (the channel realisation is known to the
+    offline oracle). Returns the slot in which the new task's transmission completes (``inf``
+    if it is dropped first) and the transmit time it uses, in slots [E, N].
+    """
+    E, N, D, T = sim.E, sim.N, sim.D, sim.T
+    win = np.arange(max(0, t - D), t)
+    queued = sim.task_status[:, win, :] == TXQ  # [E, W, N], in arrival order
+    q_size = np.concatenate([np.where(queued, sim.task_size[:, win, :], 0.0), size[:, None]], 1)
+    q_arr = np.concatenate([np.broadcast_to(win[None, :, None], queued.shape),
+                            np.full((E, 1, N), t)], 1).astype(np.float64)  # fmt: skip
+    q_ok = np.concatenate([queued, (size > 0)[:, None]], 1)
+    L = q_size.shape[1]
+    rank = np.cumsum(q_ok, 1) - 1  # position of each real entry in the queue
+    n_q = q_ok.sum(1)  # [E, N]
+    order = np.argsort(~q_ok, axis=1, kind="stable")  # real entries first, in arrival order
+    q_size = np.take_along_axis(q_size, order, 1)
+    q_arr = np.take_along_axis(q_arr, order, 1)
+    del rank
+    cur_rem = np.where(sim.tx_a >= 0, sim.tx_rem, 0.0)
+    cur_arr = np.where(sim.tx_a >= 0, sim.tx_a, 0).astype(np.float64)
+    cur_idx = np.where(sim.tx_a >= 0, -1, -2)  # -1: a task already in service, -2: idle
+    ptr = np.zeros((E, N), dtype=np.int64)
+    new_idx = n_q - 1
+    fin = np.full((E, N), np.inf)
+    used = np.zeros((E, N))
+    ee, nn = np.meshgrid(np.arange(E), np.arange(N), indexing="ij")
+    for s in range(t, min(t + D, T)):
+        idle = (cur_idx == -2) & (ptr < n_q)
+        if idle.any():
+            k = np.minimum(ptr, L - 1)
+            cur_rem = np.where(idle, q_size[ee, k, nn], cur_rem)
+            cur_arr = np.where(idle, q_arr[ee, k, nn], cur_arr)
+            cur_idx = np.where(idle, ptr, cur_idx)
+            ptr = ptr + idle
+        busy = cur_idx != -2
+        if sim.sc.channel == "fixed":
+            cap = np.broadcast_to(sim.nominal_tx_mbit[None, :], (E, N))
+        else:
+            h = sim.fading[:, s, :]
+            cap = np.maximum(sim.sc.bandwidth_mhz * np.log2(1 + sim.snr[None, :] * h) * sim.tau,
+                             1e-9)  # fmt: skip
+        mine = busy & (cur_idx == new_idx)
+        used += np.where(mine, np.minimum(cur_rem, cap) / cap, 0.0)
+        cur_rem = np.where(busy, cur_rem - cap, cur_rem)
+        done = busy & (cur_rem <= 0)
+        fin = np.where(mine & done, s, fin)
+        dropped = busy & ~done & (s - cur_arr + 1 >= D)
+        cur_idx = np.where(done | dropped, -2, cur_idx)
+    return fin, used
+
+
 class Oracle:
     """Full-information per-task QoE maximiser (see the module docstring)."""
 
@@ -132,12 +185,11 @@ class Oracle:
         else:
             l_energy = sc.p_comp_w * served / (sc.local_ghz / sim.density)
 
-        # Transmit: exact FIFO replay at the nominal rate.
-        cap_t = np.broadcast_to(sim.nominal_tx_mbit[None, :], (E, N))
-        t_end = _fifo_free_slot(sim, t, sim.tx_a, sim.tx_rem, TXQ, cap_t)
-        t_fin = t_end + np.ceil(size / cap_t)  # slot in which transmission completes
-        t_drop = t_fin - t + 1 > D
-        tx_energy = sc.p_tx_w * sim.tau * np.minimum(size, (t + D - 1 - t_end) * cap_t) / cap_t
+        # Transmit: replay of the device's transmit FIFO with the actual channel.
+        t_fin, tx_slots = _tx_replay(sim, t, size)
+        t_drop = ~np.isfinite(t_fin)
+        t_fin = np.where(t_drop, t + D, t_fin)
+        tx_energy = sc.p_tx_w * sim.tau * tx_slots
 
         # Work ahead of a new task at each EN: in service, queued there, and still in transmit.
         win = np.arange(max(0, t - D), t)
@@ -147,9 +199,10 @@ class Oracle:
         ahead = np.zeros((E, N, M))
         for j in range(M):
             ahead[:, :, j] = (sim.task_size[:, win, :] * (in_tx & (act == j + 1))).sum(1)
+        # queues that are active, or will be once their transmissions land, share each EN
+        counted = (sim.ep_a >= 0) | (sim.eq_cnt > 0) | (ahead > 0)
         ahead += np.maximum(sim.ep_rem, 0) + sim.eq_mbit
-        counted = (sim.ep_a >= 0) | (sim.eq_cnt > 0)  # this queue is already in m_active
-        m_now = sim.m_active.astype(np.float64)  # [E, M]
+        m_now = counted.sum(1).astype(np.float64)  # [E, M]
         extra = np.zeros((E, M))
         gc = sim.edge_gc[t]  # [M]
         free_ghz = sim.edge_ghz * (1.0 - sim.cpu_bg[t])

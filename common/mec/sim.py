@@ -147,7 +147,7 @@ class MECBatch:
     def _draw_episode(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """All randomness of one episode, drawn up front from its own generator."""
         sc, p = self.sc, self.profile
-        N, T, M = self.N, self.T, self.M
+        N, T = self.N, self.T
         prob = sc.effective_arrival_prob if p.arrival_prob is None else p.arrival_prob
         n_grid = int(round((sc.task_mbit_max - sc.task_mbit_min) / sc.task_mbit_step))
         arrive = rng.random((T, N)) < prob
@@ -157,7 +157,7 @@ class MECBatch:
             size = np.round(size * p.size_scale, 10)
         size = np.where(arrive, size, 0.0)
         size[sc.n_slots :] = 0.0  # drain slots: no arrivals
-        mem = rng.uniform(sc.task_mem_gb_min, sc.task_mem_gb_max, size=(T, N)) * (size > 0)
+        mem = rng.uniform(sc.task_mem_gb_min, sc.task_mem_gb_max, size=(T, N))
         dens_choices = np.asarray(sc.density_gcycles_per_mbit)
         density = dens_choices[rng.integers(0, len(dens_choices), size=N)]
         if p.density is not None:
@@ -193,8 +193,8 @@ class MECBatch:
 
     # ---------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, sizes: np.ndarray | None = None) -> Observation:
-        """Start ``E`` new episodes; episode ``i`` draws from ``SeedSequence(seed).spawn``'s ``i``-th
-        child, so results do not depend on how episodes are batched.
+        """Start ``E`` new episodes; episode ``i`` draws from child ``i`` of
+        ``SeedSequence(seed)``, so results do not depend on how episodes are batched.
 
         ``sizes`` [E, T, N] (Mbit, 0 = no task) replaces the drawn arrivals (for tests).
         """
@@ -346,7 +346,8 @@ class MECBatch:
     def _pop(self, t: int, en: np.ndarray, status: int, dst: np.ndarray | None):
         """Pop FIFO heads for the queues of devices ``en``; drop expired entries on the way.
 
-        Returns (started mask, arrival slot of the started task, number of entries removed).
+        Returns (started mask, arrival slot of the started task, number of entries removed,
+        Mbit removed with the expired entries).
         Queued entries are never older than D + 1 slots, so a window of D + 1 slots suffices.
         """
         win = np.arange(max(0, t - self.D), t + 1)
@@ -360,10 +361,12 @@ class MECBatch:
         a = win[np.argmax(valid, 1)]
         expired = st & ~fresh[None, :]
         removed = has.astype(np.int64)
+        expired_mbit = 0.0
         if expired.any():
             self._resolve(fi[expired], t, completed=False)
             removed += expired.sum(1)
-        return has, a, removed
+            expired_mbit = (self._size[fi] * expired).sum(1)
+        return has, a, removed, expired_mbit
 
     def _local_stage(self, t: int, new_local: np.ndarray, size: np.ndarray) -> None:
         self._status[self._fi(np.flatnonzero(new_local), t)] = LQ
@@ -373,8 +376,9 @@ class MECBatch:
         lq_cnt, lq_mbit = self.lq_cnt.reshape(-1), self.lq_mbit.reshape(-1)
         en = np.flatnonzero((lp_a < 0) & (lq_cnt > 0))
         if len(en):
-            has, a, removed = self._pop(t, en, LQ, None)
+            has, a, removed, gone = self._pop(t, en, LQ, None)
             lq_cnt[en] -= removed
+            lq_mbit[en] -= gone
             en, a = en[has], a[has]
             fi = self._fi(en, a)
             lp_a[en] = a
@@ -409,8 +413,9 @@ class MECBatch:
         eq_cnt, eq_mbit = self.eq_cnt.reshape(-1), self.eq_mbit.reshape(-1)
         enj = np.flatnonzero((ep_a < 0) & (eq_cnt > 0))
         if len(enj):
-            has, a, removed = self._pop(t, enj // M, EQ, enj % M)
+            has, a, removed, gone = self._pop(t, enj // M, EQ, enj % M)
             eq_cnt[enj] -= removed
+            eq_mbit[enj] -= gone
             enj, a = enj[has], a[has]
             fi = self._fi(enj // M, a)
             ep_a[enj] = a
@@ -451,8 +456,9 @@ class MECBatch:
         txq_cnt, txq_mbit = self.txq_cnt.reshape(-1), self.txq_mbit.reshape(-1)
         en = np.flatnonzero((tx_a < 0) & (txq_cnt > 0))
         if len(en):
-            has, a, removed = self._pop(t, en, TXQ, None)
+            has, a, removed, gone = self._pop(t, en, TXQ, None)
             txq_cnt[en] -= removed
+            txq_mbit[en] -= gone
             en, a = en[has], a[has]
             fi = self._fi(en, a)
             tx_a[en] = a
@@ -469,7 +475,7 @@ class MECBatch:
         if self.sc.channel == "fixed":
             cap = self.nominal_tx_mbit[n]
         else:
-            h = self.fading.reshape(-1)[fi]
+            h = self.fading.reshape(-1)[self._fi(en, t)]  # this slot's fading
             cap = np.maximum(self.sc.bandwidth_mhz * np.log2(1 + self.snr[n] * h) * self.tau, 1e-9)
         before = tx_rem[en]
         rem = before - cap
