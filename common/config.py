@@ -87,7 +87,8 @@ class PressureConfig:
             )
         if self.shape not in ("constant", "ramp", "periodic"):
             raise ConfigError(
-                f"scenario.pressure.shape must be one of constant, ramp, periodic; got {self.shape!r}"
+                "scenario.pressure.shape must be one of constant, ramp, periodic; "
+                f"got {self.shape!r}"
             )
         if self.period_s <= 0:
             raise ConfigError(f"scenario.pressure.period_s must be > 0, got {self.period_s}")
@@ -109,7 +110,7 @@ class ScenarioConfig:
     slot_s: float = 0.1
     """Slot length τ, seconds."""
     n_slots: int = 100
-    """Decision slots per episode (arrivals happen only here; ``deadline_slots`` drain slots follow)."""
+    """Decision slots per episode (arrivals only here); ``deadline_slots`` drain slots follow."""
     deadline_slots: int = 10
     """A task whose delay would exceed this many slots is dropped."""
     arrival_prob: float = 0.3

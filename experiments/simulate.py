@@ -1,4 +1,4 @@
-"""Run a policy in the MEC simulator: ``python -m experiments.simulate scenario=qeco policy=greedy``.
+"""Run a policy in the simulator: ``python -m experiments.simulate scenario=qeco policy=greedy``.
 
 Prints one JSON object (the metrics of DESIGN §3 plus ``scenario`` and ``policy``) as the last
 line of stdout. Any scenario field can be overridden, e.g. ``scenario.n_devices=80``.
