@@ -144,8 +144,8 @@ class MECBatch:
         if p.arrival_prob is not None and not np.all((p.arrival_prob >= 0) & (p.arrival_prob <= 1)):
             raise ValueError("profile.arrival_prob must be in [0, 1]")
 
-    def _draw_episode(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """All randomness of one episode, drawn up front from its own generator."""
+    def _draw_episode(self, i: int, rng: np.random.Generator) -> None:
+        """All randomness of episode ``i``, drawn up front from its own generator."""
         sc, p = self.sc, self.profile
         N, T = self.N, self.T
         prob = sc.effective_arrival_prob if p.arrival_prob is None else p.arrival_prob
@@ -155,24 +155,20 @@ class MECBatch:
         size = np.round(sc.task_mbit_min + k * sc.task_mbit_step, 10)
         if p.size_scale is not None:
             size = np.round(size * p.size_scale, 10)
-        size = np.where(arrive, size, 0.0)
-        size[sc.n_slots :] = 0.0  # drain slots: no arrivals
-        mem = rng.uniform(sc.task_mem_gb_min, sc.task_mem_gb_max, size=(T, N))
+        np.multiply(size, arrive, out=self.task_size[i])
+        self.task_size[i, sc.n_slots :] = 0.0  # drain slots: no arrivals
+        self.task_mem[i] = rng.uniform(sc.task_mem_gb_min, sc.task_mem_gb_max, size=(T, N))
         dens_choices = np.asarray(sc.density_gcycles_per_mbit)
-        density = dens_choices[rng.integers(0, len(dens_choices), size=N)]
+        self.density[i] = dens_choices[rng.integers(0, len(dens_choices), size=N)]
         if p.density is not None:
-            density = np.asarray(p.density, dtype=np.float64)
+            self.density[i] = p.density
         alpha_choices = np.asarray(sc.alpha_modes)
-        alpha = alpha_choices[rng.integers(0, len(alpha_choices), size=N)]
+        self.alpha[i] = alpha_choices[rng.integers(0, len(alpha_choices), size=N)]
         if p.alpha is not None:
-            alpha = np.asarray(p.alpha, dtype=np.float64)
-        fading = (
-            rng.exponential(1.0, size=(T, N))
-            if sc.channel == "shannon" and sc.fading == "rayleigh"
-            else np.ones((T, N))
-        )
-        noise = rng.random((T, N))  # for randomised policies: reproducible per episode
-        return dict(size=size, mem=mem, density=density, alpha=alpha, fading=fading, noise=noise)
+            self.alpha[i] = p.alpha
+        if sc.channel == "shannon" and sc.fading == "rayleigh":
+            self.fading[i] = rng.exponential(1.0, size=(T, N))
+        self.noise[i] = rng.random((T, N))  # for randomised policies: reproducible per episode
 
     def _pressure(self) -> tuple[np.ndarray, np.ndarray]:
         """Background CPU and memory fractions [T, M] per slot and EN."""
@@ -207,18 +203,21 @@ class MECBatch:
         E, N, M, T = self.E, self.N, self.M, self.T
         if len(seeds) != E:
             raise ValueError(f"need {E} episode seeds, got {len(seeds)}")
-        eps = [self._draw_episode(np.random.default_rng(c)) for c in seeds]
-        self.task_size = np.stack([e["size"] for e in eps])
+        shape = (E, T, N)
+        self.task_size = np.empty(shape)
+        self.task_mem = np.empty(shape)
+        self.density = np.empty((E, N))
+        self.alpha = np.empty((E, N))
+        self.fading = np.ones(shape)  # per-slot |h|² of each device's uplink
+        self.noise = np.empty(shape)
+        for i, seq in enumerate(seeds):
+            self._draw_episode(i, np.random.default_rng(seq))
         if sizes is not None:
             sizes = np.asarray(sizes, dtype=np.float64)
-            if sizes.shape != (E, T, N):
-                raise ValueError(f"sizes must have shape {(E, T, N)}, got {sizes.shape}")
-            self.task_size = np.ascontiguousarray(sizes)
-        self.task_mem = np.stack([e["mem"] for e in eps]) * (self.task_size > 0)
-        self.density = np.stack([e["density"] for e in eps])  # [E, N]
-        self.alpha = np.stack([e["alpha"] for e in eps])
-        self.fading = np.stack([e["fading"] for e in eps])  # [E, T, N]
-        self.noise = np.stack([e["noise"] for e in eps])
+            if sizes.shape != shape:
+                raise ValueError(f"sizes must have shape {shape}, got {sizes.shape}")
+            self.task_size[:] = sizes
+        self.task_mem *= self.task_size > 0
         self.cpu_bg, self.mem_bg = self._pressure()
         sc = self.sc
         self.local_mbit = sc.local_ghz * self.tau / self.density  # [E, N] Mbit per slot
@@ -234,9 +233,8 @@ class MECBatch:
             mean_rate = sc.bandwidth_mhz * np.log2(1 + self.snr[:, None] * h[None, :]).mean(1)
             self.nominal_tx_mbit = mean_rate * self.tau
 
-        shape = (E, T, N)
         self.task_status = np.zeros(shape, dtype=np.int8)
-        self.task_action = np.full(shape, -1, dtype=np.int64)
+        self.task_action = np.full(shape, -1, dtype=np.int8)
         self.task_delay = np.full(shape, np.nan)
         self.task_dropped = np.zeros(shape, dtype=bool)
         self.task_failed = np.zeros(shape, dtype=bool)
@@ -429,7 +427,12 @@ class MECBatch:
         a = ep_a[enj]
         fi = self._fi(en, a)
         share = self.share.reshape(-1)[enj]
-        cap = self.edge_gc[t, j] * share / self.density.reshape(-1)[en]
+        if self.sc.edge_allocation == "equal":
+            # the reference's operation order (f_E·τ / density / m), bit for bit
+            m = self.m_active.reshape(-1)[(en // self.N) * self.M + j]
+            cap = self.edge_gc[t, j] / self.density.reshape(-1)[en] / m
+        else:
+            cap = self.edge_gc[t, j] * share / self.density.reshape(-1)[en]
         before = ep_rem[enj]
         rem = before - cap
         ep_rem[enj] = rem
@@ -463,7 +466,7 @@ class MECBatch:
             fi = self._fi(en, a)
             tx_a[en] = a
             tx_rem[en] = self._size[fi]
-            tx_dst[en] = self._action[fi] - 1
+            tx_dst[en] = self._action[fi].astype(np.int64) - 1
             txq_mbit[en] -= self._size[fi]
             self._status[fi] = TXRUN
         en = np.flatnonzero(tx_a >= 0)
@@ -603,8 +606,10 @@ class MECBatch:
 def summarize(batches: list[MECBatch], seconds: float | None = None) -> dict[str, float]:
     """Aggregate per-task results of finished batches into the §3 metric dict."""
 
+    arrived = [b.task_size > 0 for b in batches]
+
     def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(b, name)[b.task_size > 0] for b in batches])
+        return np.concatenate([getattr(b, name)[m] for b, m in zip(batches, arrived, strict=True)])
 
     delay, dropped, reward = cat("task_delay"), cat("task_dropped"), cat("task_reward")
     failed, action = cat("task_failed"), cat("task_action")

@@ -240,13 +240,12 @@ def test_reference_uplink_deadline_and_leftovers() -> None:
     assert r["dropped"][3, 0] and r["delay"][3, 0] == 2 and r["resolved_slot"][3, 0] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MECBatch computes the EN share as f_E·τ·(1/m)/density, not f_E·τ/density/m "
-    "(spec, reference and fog_env): 1 ulp apart, which flips tasks that end exactly on a "
-    "slot boundary. Remove this marker once common/mec/sim.py divides by m.",
-)
 def test_edge_share_rounding_matches_reference() -> None:
+    """The EN share must be computed as f_E·τ/density/m, in that order (as fog_env does).
+
+    f_E·τ·(1/m)/density is 1 ulp off for some m and flips tasks that end exactly on a slot
+    boundary (MECBatch did this once: delay 8 here instead of 7).
+    """
     # f_E·τ/density = 19.7·0.1/0.197 = 10 Mbit/slot shared by m = 6 queues: 5.0 Mbit is exactly
     # 3 slots of service. Uplink: 4 slots (slots 0-3), EN: slots 4-6 -> delay 7 (fog_env: 7).
     N, M, D, T = 6, 2, 10, 12
