@@ -1,0 +1,255 @@
+"""The backend interface shared by strategy and clients, its add-only sum, the plaintext backend.
+
+A backend turns a flat float vector into an :class:`EncryptedVector` and back, and checks and
+adds received payloads. ``CKKSBackend`` (``ckks.py``) encrypts; ``PlainBackend`` only encodes,
+so that turning HE off keeps exactly one code path in the strategy and the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.config import HEConfig
+from common.crypto.packing import as_flat, chunk_count, chunk_sizes, join_chunks, split_chunks
+from common.crypto.payload import CryptoError, EncryptedVector, PayloadError, digest
+
+SECRET_CONTEXT_FILE = "secret.ctx"
+"""Key file with the secret key: clients only, never the server."""
+PUBLIC_CONTEXT_FILE = "public.ctx"
+"""Key file with the public key only (no secret key, no Galois keys): the server."""
+
+
+def params_hash(cfg: HEConfig) -> str:
+    """Short stable hash of the parameters that must agree for ciphertexts to be added."""
+    if cfg.enabled:
+        fields = {
+            "scheme": cfg.scheme,
+            "poly_modulus_degree": cfg.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(cfg.coeff_mod_bit_sizes),
+            "global_scale_bits": cfg.global_scale_bits,
+        }
+    else:
+        fields = {"scheme": "plain", "slots": cfg.slots}
+    blob = json.dumps(fields, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class LoadedVector:
+    """A validated, deserialised payload: backend-native chunks ready to be added."""
+
+    length: int
+    chunks: list[Any]
+
+
+class Backend(ABC):
+    """Encrypt/encode, decrypt/decode, validate and add flat vectors in N/2-value chunks."""
+
+    scheme: str
+
+    def __init__(self, slots: int, params_hash: str, key_id: str) -> None:
+        self.slots = slots
+        self.params_hash = params_hash
+        self.key_id = key_id
+
+    # ---- what a subclass provides -------------------------------------------------------
+    @property
+    @abstractmethod
+    def can_decrypt(self) -> bool:
+        """Whether this party holds what decryption needs (the secret key for CKKS)."""
+
+    @property
+    def max_abs_value(self) -> float:
+        """Largest magnitude :meth:`encrypt` accepts (CKKS leaves headroom for sums)."""
+        return float("inf")
+
+    @abstractmethod
+    def _encrypt_chunk(self, values: np.ndarray) -> Any: ...
+
+    @abstractmethod
+    def _decrypt_chunk(self, chunk: Any) -> np.ndarray: ...
+
+    @abstractmethod
+    def _deserialize_chunk(self, data: bytes) -> Any: ...
+
+    @abstractmethod
+    def _serialize_chunk(self, chunk: Any) -> bytes: ...
+
+    @abstractmethod
+    def _check_chunk(self, chunk: Any, n_values: int) -> str | None:
+        """Return why a deserialised chunk is unusable, or ``None`` when it is fine."""
+
+    @abstractmethod
+    def _add_into(self, acc: Any, other: Any) -> Any:
+        """``acc + other``, in place when the backend can (the only operation on ciphertexts)."""
+
+    # ---- shared logic -------------------------------------------------------------------
+    def encrypt(self, values: np.ndarray) -> EncryptedVector:
+        """Encrypt (or encode) a flat vector into ``ceil(len / slots)`` serialised chunks."""
+        flat = as_flat(values)
+        peak = float(np.max(np.abs(flat)))
+        if peak > self.max_abs_value:
+            raise CryptoError(
+                f"a value of magnitude {peak:.3g} exceeds {self.max_abs_value:.3g}, the largest "
+                f"this HE parameter set encrypts while leaving headroom for sums; scale the "
+                f"weights n_i down or raise he.coeff_mod_bit_sizes / lower he.global_scale_bits"
+            )
+        chunks = tuple(
+            self._serialize_chunk(self._encrypt_chunk(c)) for c in split_chunks(flat, self.slots)
+        )
+        return EncryptedVector.build(self.scheme, self.params_hash, self.key_id, flat.size, chunks)
+
+    def decrypt(self, payload: EncryptedVector) -> np.ndarray:
+        """Decrypt (or decode) a payload of this run into a float64 vector of its length."""
+        loaded = self.load(payload, payload.length)
+        return join_chunks([self._decrypt_chunk(c) for c in loaded.chunks], payload.length)
+
+    def load(self, payload: EncryptedVector, length: int) -> LoadedVector:
+        """Validate a received payload against this run and ``length``; deserialise its chunks.
+
+        Raises :class:`PayloadError` with the reason when metadata, parameter hash, key,
+        length or chunk count disagree, or a chunk does not deserialise or is malformed.
+        """
+        if payload.scheme != self.scheme:
+            raise PayloadError(
+                f"scheme {payload.scheme!r} does not match the run's {self.scheme!r}"
+            )
+        if payload.params_hash != self.params_hash:
+            raise PayloadError(
+                f"HE parameter hash {payload.params_hash} does not match the run's "
+                f"{self.params_hash} (built from different conf/he settings)"
+            )
+        if payload.key_id != self.key_id:
+            raise PayloadError(
+                f"encrypted under another key (key id {payload.key_id}, the run's is "
+                f"{self.key_id}); provision the client with this run's secret.ctx"
+            )
+        if payload.length != length:
+            raise PayloadError(f"length {payload.length} does not match the expected {length}")
+        expected_chunks = chunk_count(length, self.slots)
+        if len(payload.chunks) != expected_chunks:
+            raise PayloadError(
+                f"{len(payload.chunks)} chunks where length {length} needs {expected_chunks}"
+            )
+        chunks = []
+        sizes = chunk_sizes(length, self.slots)
+        for k, (data, declared, n_values) in enumerate(
+            zip(payload.chunks, payload.digests, sizes, strict=True)
+        ):
+            if digest(data) != declared:
+                raise PayloadError(f"chunk {k} is corrupted (checksum mismatch)")
+            try:
+                chunk = self._deserialize_chunk(data)
+            except Exception as err:  # noqa: BLE001 - any decoder failure means a bad upload
+                raise PayloadError(
+                    f"chunk {k} does not deserialise under the run's context "
+                    f"({type(err).__name__}: {err})"
+                ) from err
+            reason = self._check_chunk(chunk, n_values)
+            if reason is not None:
+                raise PayloadError(f"chunk {k} {reason}")
+            chunks.append(chunk)
+        return LoadedVector(length, chunks)
+
+    def dump(self, loaded: LoadedVector) -> EncryptedVector:
+        """Serialise a loaded (e.g. summed) vector back to a payload."""
+        chunks = tuple(self._serialize_chunk(c) for c in loaded.chunks)
+        return EncryptedVector.build(
+            self.scheme, self.params_hash, self.key_id, loaded.length, chunks
+        )
+
+    def new_sum(self, length: int) -> EncryptedSum:
+        """An empty add-only sum of payloads of ``length`` values."""
+        return EncryptedSum(self, length)
+
+
+class EncryptedSum:
+    """Add-only running sum of loaded payloads; the server's only ciphertext operation."""
+
+    def __init__(self, backend: Backend, length: int) -> None:
+        self.backend = backend
+        self.length = length
+        self.count = 0
+        self._acc: list[Any] | None = None
+
+    def add(self, loaded: LoadedVector) -> None:
+        """Add a validated payload; the sum takes ownership of its chunks (added in place)."""
+        if loaded.length != self.length:
+            raise ValueError(f"cannot add length {loaded.length} to a sum of length {self.length}")
+        if self._acc is None:
+            self._acc = list(loaded.chunks)
+        else:
+            self._acc = [
+                self.backend._add_into(a, c) for a, c in zip(self._acc, loaded.chunks, strict=True)
+            ]
+        self.count += 1
+
+    def result(self) -> EncryptedVector | None:
+        """The serialised sum, or ``None`` when nothing was added."""
+        if self._acc is None:
+            return None
+        return self.backend.dump(LoadedVector(self.length, self._acc))
+
+
+class PlainBackend(Backend):
+    """Plaintext float64 chunks behind the backend interface (``he=off``)."""
+
+    scheme = "plain"
+
+    def __init__(self, cfg: HEConfig) -> None:
+        super().__init__(cfg.slots, params_hash(cfg), key_id="none")
+
+    @property
+    def can_decrypt(self) -> bool:
+        return True
+
+    def _encrypt_chunk(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def _decrypt_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        return chunk
+
+    def _deserialize_chunk(self, data: bytes) -> np.ndarray:
+        if len(data) % 8:
+            raise ValueError(f"{len(data)} bytes is not a whole number of float64 values")
+        # A copy: frombuffer views are read-only and the sum adds in place.
+        return np.frombuffer(data, dtype="<f8").copy()
+
+    def _serialize_chunk(self, chunk: np.ndarray) -> bytes:
+        return np.ascontiguousarray(chunk, dtype="<f8").tobytes()
+
+    def _check_chunk(self, chunk: np.ndarray, n_values: int) -> str | None:
+        if chunk.size != n_values:
+            return f"holds {chunk.size} values, expected {n_values}"
+        if not np.all(np.isfinite(chunk)):
+            return "has non-finite values (NaN or inf)"
+        return None
+
+    def _add_into(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
+        acc += other
+        return acc
+
+
+def make_backend(cfg: HEConfig, context_path: str | Path | None = None) -> Backend:
+    """The backend for a run: plaintext for ``he=off``, else CKKS from a context file.
+
+    Servers pass ``public.ctx`` (they can add and encrypt but not decrypt); clients pass
+    ``secret.ctx``.
+    """
+    if not cfg.enabled:
+        return PlainBackend(cfg)
+    if context_path is None:
+        raise CryptoError(
+            f"he.scheme={cfg.scheme!r} needs a context file: public.ctx for the server, "
+            f"secret.ctx for clients (create them with `python -m common.crypto.keygen`)"
+        )
+    from common.crypto.ckks import CKKSBackend  # TenSEAL is only needed when HE is on
+
+    return CKKSBackend.from_file(context_path, cfg)

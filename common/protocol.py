@@ -1,0 +1,325 @@
+"""The KECO message layout shared by the server strategy and the client app (no Flower import).
+
+Records are represented as plain dicts, ``{record_name: {key: value}}``, whose values Flower's
+``ConfigRecord`` accepts (str, int, float, bool, bytes and lists of them); ``server/`` and
+``client/`` wrap them in Flower records. Ciphertexts travel as ``list[bytes]`` chunks.
+
+Train instruction (server → clients):
+
+| record            | Flower type  | content                                                 |
+| ----------------- | ------------ | ------------------------------------------------------- |
+| ``config``        | ConfigRecord | :class:`RoundSettings` (``server-round``, ``keco.*``)   |
+| ``keco.global.x`` | ConfigRecord | payload of Σ_x n_i·[W, G] and ``total`` = Σ_x n_i       |
+| ``keco.global.u`` | ConfigRecord | Σ_u n_i·G_t (stale late logits), Σ_u n_i; absent if ∅   |
+| ``keco.global.v`` | ConfigRecord | Σ_v n_i·G_{t+1} (fresh late logits), Σ_v n_i; absent if ∅ |
+
+Train reply (client → server):
+
+| record           | Flower type  | content                                                       |
+| ---------------- | ------------ | ------------------------------------------------------------- |
+| ``keco.upload``  | ConfigRecord | ``role`` (x, u or v), ``num-examples`` n_i, ``logits-round``   |
+| ``keco.payload`` | ConfigRecord | Enc(n_i·[W, G]) for role x, Enc(n_i·G) for roles u and v      |
+| ``metrics``      | MetricRecord | client metrics (e.g. ``train_loss``), optional                 |
+
+Evaluate: the instruction carries ``config`` and the same ``keco.global.*`` records; the reply
+carries ``metrics`` with ``tasks`` (the weight) and the simulator metrics.
+
+The server only adds payloads of one role and sums their n_i; clients decrypt and divide:
+``W = X_W / Σ_x n``, ``G = X_G / Σ_x n + U / Σ_u n − V / Σ_v n`` (KECO's correction Δ; a term is
+absent when its set is empty or the correction is switched off). Round 1 uses the initial
+``W_0, G_0`` encrypted by the server with the public key, with total 1, so that clients read
+every round the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.crypto.backend import Backend
+from common.crypto.packing import (
+    as_soft_label_table,
+    pack_model_and_labels,
+    unpack_model_and_labels,
+)
+from common.crypto.payload import EncryptedVector, PayloadError
+
+# ---- record names and keys ------------------------------------------------------------------
+CONFIG = "config"
+"""ConfigRecord of an instruction: round settings plus run-level entries."""
+GLOBAL_PREFIX = "keco.global."
+"""ConfigRecords ``keco.global.x/u/v`` of an instruction: one global sum each."""
+UPLOAD = "keco.upload"
+"""ConfigRecord of a train reply: role, n_i and the round of the logits."""
+PAYLOAD = "keco.payload"
+"""ConfigRecord of a train reply: the encrypted upload."""
+METRICS = "metrics"
+"""MetricRecord of a reply: client metrics."""
+
+INIT_MODEL = "model"
+"""Key of the flat initial model W_0 in the initial ArrayRecord."""
+INIT_SOFT_LABELS = "soft-labels"
+"""Key of the initial (M+1)×(M+1) soft-label table G_0 in the initial ArrayRecord."""
+
+EVAL_WEIGHT = "tasks"
+"""Evaluation metrics are averaged weighted by the number of tasks each client simulated."""
+
+ROLE_ON_TIME = "x"
+"""Finished before the deadline: uploads Enc(n_i·[W, G])."""
+ROLE_STALE = "u"
+"""Late; uploads the logits of its last finished round, Enc(n_i·G_t)."""
+ROLE_FRESH = "v"
+"""Late; uploads this round's logits, Enc(n_i·G_{t+1})."""
+ROLES = (ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH)
+
+
+def expected_length(role: str, model_length: int, num_classes: int) -> int:
+    """Plaintext length of an upload of ``role``."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
+    table = num_classes * num_classes
+    return model_length + table if role == ROLE_ON_TIME else table
+
+
+# ---- round settings -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RoundSettings:
+    """What a client needs besides the global sums to run a KECO round."""
+
+    server_round: int
+    model_length: int
+    """P, the length of the flat student vector W."""
+    num_classes: int
+    """M+1 actions; G is num_classes × num_classes."""
+    delta: float
+    """δ_t, weight of the hard-label loss (1 − δ_t for the soft-label loss)."""
+    temperature: float
+    """T_t, distillation temperature."""
+    deadline_s: float
+    """Budget of simulated local compute per round, seconds; later clients are in set y."""
+    correction: bool
+    """Whether the server forms Δ from late clients (off for the ablation)."""
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "server-round": self.server_round,
+            "keco.model-length": self.model_length,
+            "keco.num-classes": self.num_classes,
+            "keco.delta": float(self.delta),
+            "keco.temperature": float(self.temperature),
+            "keco.deadline-s": float(self.deadline_s),
+            "keco.correction": bool(self.correction),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RoundSettings:
+        keys = {
+            "server_round": "server-round",
+            "model_length": "keco.model-length",
+            "num_classes": "keco.num-classes",
+            "delta": "keco.delta",
+            "temperature": "keco.temperature",
+            "deadline_s": "keco.deadline-s",
+            "correction": "keco.correction",
+        }
+        missing = [k for k in keys.values() if k not in config]
+        if missing:
+            raise ValueError(f"the instruction's config record lacks {missing}")
+        return cls(**{name: config[key] for name, key in keys.items()})
+
+
+# ---- global sums (server → clients) ---------------------------------------------------------
+@dataclass(frozen=True)
+class GlobalTerm:
+    """One global sum: the payload Σ n_i·vector over a set and its plaintext total Σ n_i."""
+
+    payload: EncryptedVector
+    total: float
+
+    def to_record(self) -> dict[str, Any]:
+        return {**self.payload.to_dict(), "total": float(self.total)}
+
+    @classmethod
+    def from_record(cls, raw: Mapping[str, Any]) -> GlobalTerm:
+        total = raw.get("total")
+        if not isinstance(total, (int, float)) or not math.isfinite(total) or total <= 0:
+            raise PayloadError(f"global sum has total {total!r}; expected a positive number")
+        return cls(EncryptedVector.from_dict(raw), float(total))
+
+
+@dataclass(frozen=True)
+class GlobalSums:
+    """The global state the server holds and sends: sums for sets x, u and v."""
+
+    x: GlobalTerm
+    u: GlobalTerm | None = None
+    v: GlobalTerm | None = None
+
+    def terms(self) -> dict[str, GlobalTerm]:
+        pairs = ((ROLE_ON_TIME, self.x), (ROLE_STALE, self.u), (ROLE_FRESH, self.v))
+        return {role: term for role, term in pairs if term is not None}
+
+    @property
+    def nbytes(self) -> int:
+        """Ciphertext bytes of all terms (what one client downloads, metadata aside)."""
+        return sum(t.payload.nbytes for t in self.terms().values())
+
+    def to_records(self) -> dict[str, dict[str, Any]]:
+        """``{"keco.global.<role>": record}`` for the instruction's ConfigRecords."""
+        return {GLOBAL_PREFIX + role: term.to_record() for role, term in self.terms().items()}
+
+    @classmethod
+    def from_records(cls, configs: Mapping[str, Mapping[str, Any]]) -> GlobalSums:
+        """Read the ``keco.global.*`` records of an instruction."""
+        if GLOBAL_PREFIX + ROLE_ON_TIME not in configs:
+            raise PayloadError(f"the instruction lacks the {GLOBAL_PREFIX + ROLE_ON_TIME} record")
+        terms = {
+            role: GlobalTerm.from_record(configs[GLOBAL_PREFIX + role])
+            for role in ROLES
+            if GLOBAL_PREFIX + role in configs
+        }
+        return cls(terms[ROLE_ON_TIME], terms.get(ROLE_STALE), terms.get(ROLE_FRESH))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The state as uint8 arrays, for a Flower ArrayRecord (what ``Strategy.start`` carries)."""
+        arrays: dict[str, np.ndarray] = {}
+        for role, term in self.terms().items():
+            meta = {k: v for k, v in term.to_record().items() if k != "chunks"}
+            arrays[f"{GLOBAL_PREFIX}{role}.meta"] = _bytes_array(json.dumps(meta).encode())
+            for k, chunk in enumerate(term.payload.chunks):
+                arrays[f"{GLOBAL_PREFIX}{role}.chunk.{k}"] = _bytes_array(chunk)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> GlobalSums:
+        """Inverse of :meth:`to_arrays`."""
+        records: dict[str, dict[str, Any]] = {}
+        for role in ROLES:
+            meta_key = f"{GLOBAL_PREFIX}{role}.meta"
+            if meta_key not in arrays:
+                continue
+            meta = json.loads(np.asarray(arrays[meta_key], dtype=np.uint8).tobytes())
+            meta["chunks"] = [
+                np.asarray(arrays[f"{GLOBAL_PREFIX}{role}.chunk.{k}"], dtype=np.uint8).tobytes()
+                for k in range(meta["n-chunks"])
+            ]
+            records[GLOBAL_PREFIX + role] = meta
+        return cls.from_records(records)
+
+    @staticmethod
+    def in_arrays(keys: Any) -> bool:
+        """Whether an ArrayRecord's keys hold global sums (rather than plaintext initial arrays)."""
+        return f"{GLOBAL_PREFIX}{ROLE_ON_TIME}.meta" in set(keys)
+
+
+def _bytes_array(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8).copy()
+
+
+def initial_arrays(model: np.ndarray, soft_labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Plaintext ``W_0`` (flat) and ``G_0`` for the ArrayRecord given to ``Strategy.start``."""
+    return {
+        INIT_MODEL: np.asarray(model, dtype=np.float64).ravel(),
+        INIT_SOFT_LABELS: as_soft_label_table(soft_labels),
+    }
+
+
+def initial_sums(backend: Backend, model: np.ndarray, soft_labels: np.ndarray) -> GlobalSums:
+    """Round-1 state: ``[W_0, G_0]`` encrypted with the (public) key, total 1."""
+    return GlobalSums(GlobalTerm(backend.encrypt(pack_model_and_labels(model, soft_labels)), 1.0))
+
+
+def read_global(
+    backend: Backend, sums: GlobalSums, model_length: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Client side: decrypt the global sums and divide by the totals; return ``(W, G)``.
+
+    ``G`` includes KECO's correction Δ = U/Σ_u n − V/Σ_v n for the terms that are present.
+    """
+    packed_len = expected_length(ROLE_ON_TIME, model_length, num_classes)
+    flat = backend.decrypt(_checked(sums.x.payload, packed_len)) / sums.x.total
+    model, soft_labels = unpack_model_and_labels(flat, model_length, num_classes)
+    table_len = num_classes * num_classes
+    for term, sign in ((sums.u, 1.0), (sums.v, -1.0)):
+        if term is not None:
+            late = backend.decrypt(_checked(term.payload, table_len)) / term.total
+            soft_labels = soft_labels + sign * late.reshape(num_classes, num_classes)
+    return model, soft_labels
+
+
+def _checked(payload: EncryptedVector, length: int) -> EncryptedVector:
+    if payload.length != length:
+        raise PayloadError(f"global sum has length {payload.length}, expected {length}")
+    return payload
+
+
+# ---- uploads (client → server) --------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainUpload:
+    """A train reply: the client's set, its weight n_i and its encrypted upload."""
+
+    role: str
+    num_examples: float
+    """n_i = |A'_i|, the number of local samples behind the upload (plaintext)."""
+    payload: EncryptedVector
+    logits_round: int
+    """The round whose local training produced the logits (earlier than now for role u)."""
+
+    def to_records(self) -> dict[str, dict[str, Any]]:
+        """``{UPLOAD: header, PAYLOAD: payload}`` for the reply's ConfigRecords."""
+        header = {
+            "role": self.role,
+            "num-examples": self.num_examples,
+            "logits-round": self.logits_round,
+        }
+        return {UPLOAD: header, PAYLOAD: self.payload.to_dict()}
+
+    @classmethod
+    def from_records(cls, configs: Mapping[str, Mapping[str, Any]]) -> TrainUpload:
+        """Read a reply's records; raises :class:`PayloadError` naming what is wrong."""
+        for name in (UPLOAD, PAYLOAD):
+            if name not in configs:
+                raise PayloadError(f"reply lacks the {name!r} record")
+        header = configs[UPLOAD]
+        role = header.get("role")
+        if role not in ROLES:
+            raise PayloadError(f"role {role!r} is not one of {list(ROLES)}")
+        n = header.get("num-examples")
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0:
+            raise PayloadError(f"num-examples n_i={n!r} must be a positive finite number")
+        logits_round = header.get("logits-round", 0)
+        if not isinstance(logits_round, int):
+            raise PayloadError(f"logits-round {logits_round!r} must be an integer")
+        return cls(role, n, EncryptedVector.from_dict(configs[PAYLOAD]), logits_round)
+
+
+def build_upload(
+    backend: Backend,
+    role: str,
+    num_examples: float,
+    soft_labels: np.ndarray,
+    model: np.ndarray | None = None,
+    logits_round: int = 0,
+) -> TrainUpload:
+    """Client side: encrypt ``n_i·[W, G]`` (role x) or ``n_i·G`` (roles u, v).
+
+    The client multiplies by n_i in plaintext so that the server only adds ciphertexts.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
+    if isinstance(num_examples, bool) or not math.isfinite(num_examples) or num_examples <= 0:
+        raise ValueError(f"num_examples must be a positive number, got {num_examples!r}")
+    if role == ROLE_ON_TIME:
+        if model is None:
+            raise ValueError("role 'x' (on time) uploads the model: pass model=W")
+        vector = pack_model_and_labels(model, soft_labels)
+    else:
+        if model is not None:
+            raise ValueError(f"late clients (role {role!r}) upload logits only; drop model=")
+        vector = as_soft_label_table(soft_labels).ravel()
+    return TrainUpload(role, num_examples, backend.encrypt(num_examples * vector), logits_round)
