@@ -32,6 +32,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The main job: KECO with CKKS on a Ray simulation, then the report (prints its path).
+demo: install
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m experiments.run --config-name demo
+
 bench: install
 	$(BIN)/python -m experiments.bench suite=simulator
 

@@ -546,6 +546,9 @@ class ModelConfig:
     that conv-pool-conv-pool with 6×6 kernels is valid (needs >= 19)."""
     lstm_hidden: int = 24
     """``lstm_dueling``: LSTM units over the K-slot history."""
+    map_hidden: int = 64
+    """``cnn``: width of the FC layer on the pooled conv features, before the instantaneous
+    features are joined (so the 1,024 map features do not drown the M + 4 task features)."""
 
     def scaled(self, ratio: float) -> ModelConfig:
         """The student of this network: same topology, hidden widths × ``ratio``."""
@@ -559,7 +562,7 @@ class ModelConfig:
         _as_ints(self.hidden, "model.hidden", allow_empty=True)
         if len(_as_ints(self.conv_channels, "model.conv_channels")) != 2:
             raise ConfigError(f"model.conv_channels needs two values, got {self.conv_channels!r}")
-        for name in ("kernel_size", "pool_size", "map_size", "lstm_hidden"):
+        for name in ("kernel_size", "pool_size", "map_size", "lstm_hidden", "map_hidden"):
             _check_positive_int(getattr(self, name), f"model.{name}")
         if not isinstance(self.dueling, bool):
             raise ConfigError(f"model.dueling must be true or false, got {self.dueling!r}")
@@ -844,3 +847,224 @@ def _as_floats_named(value: Any, name: str) -> tuple[float, ...]:
 
 
 # [section: models]
+
+
+# --------------------------------------------------------------------------------------------
+# Federation (conf/federation/*.yaml, conf/strategy/*.yaml, experiment=federation)
+# --------------------------------------------------------------------------------------------
+STRATEGIES = ("keco", "fedavg")
+LOGITS_SOURCES = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Who takes part and how the simulation is run (``conf/federation/*.yaml``)."""
+
+    num_clients: int = 10
+    """Virtual clients (Flower SuperNodes); each is one group of devices with its own profile."""
+    rounds: int = 10
+    """Federated rounds."""
+    fraction_train: float = 1.0
+    """Fraction of the connected clients sampled for training each round."""
+    fraction_evaluate: float = 1.0
+    """Fraction sampled for federated evaluation each round."""
+    min_replies: int = 1
+    """A round fails (clear error) when fewer usable train replies remain after validation."""
+    heterogeneity: float = 0.5
+    """0 = IID clients; 1 = strongly non-IID (arrival rate, task sizes, power modes, channel
+    quality, computation density and device speed all differ per client)."""
+    client_cpus: float = 1.0
+    """Ray CPUs per virtual client (2 cores: 1.0 runs two clients at once)."""
+    ray_address: str | None = None
+    """Attach to an existing Ray cluster (passed to ``ray.init``); ``None`` starts a local one."""
+    timeout_s: float = 3600.0
+    """Seconds the server waits for the replies of one round."""
+
+    def validate(self) -> FederationConfig:
+        _check_positive_int(self.num_clients, "federation.num_clients")
+        _check_positive_int(self.rounds, "federation.rounds")
+        _check_positive_int(self.min_replies, "federation.min_replies")
+        for name in ("fraction_train", "fraction_evaluate"):
+            v = getattr(self, name)
+            if not _finite(v) or not 0.0 < v <= 1.0:
+                raise ConfigError(f"federation.{name} must be in (0, 1], got {v!r}")
+        _check_unit(self.heterogeneity, "federation.heterogeneity")
+        _check_positive(self.client_cpus, "federation.client_cpus")
+        _check_positive(self.timeout_s, "federation.timeout_s")
+        if self.min_replies > self.num_clients:
+            raise ConfigError(
+                f"federation.min_replies ({self.min_replies}) exceeds federation.num_clients "
+                f"({self.num_clients})"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """What each client does in a round (``strategy.local``)."""
+
+    episodes: int = 2
+    """Fresh episodes simulated per round on the client's own device profile."""
+    buffer_size: int = 4000
+    """Bounded local buffer of labelled tasks (incremental learning; oldest dropped first)."""
+    epochs: int = 2
+    """Passes over the buffer per round."""
+    batch_size: int = 128
+    """Samples per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate (KECO: 0.001)."""
+    explore: float = 0.1
+    """Probability that the behaviour policy takes a random action while collecting data."""
+    expert_mix: float = 0.5
+    """Probability that the behaviour policy follows the oracle (DAgger's β), so that the buffer
+    covers the states a good policy visits and not only the student's own."""
+    logits_source: str = "teacher"
+    """Network whose per-class mean logits form the client's soft labels: ``teacher`` (KECO's
+    HE section) or ``student``."""
+    eval_episodes: int = 2
+    """Fresh episodes per client in federated evaluation."""
+    speed_gflops: float = 2.0
+    """Median device training speed of the compute-time model, GFLOP/s (clients spread around
+    it with the heterogeneity)."""
+
+    def validate(self) -> LocalConfig:
+        for name in ("episodes", "buffer_size", "epochs", "batch_size", "eval_episodes"):
+            _check_positive_int(getattr(self, name), f"strategy.local.{name}")
+        _check_positive(self.lr, "strategy.local.lr")
+        _check_positive(self.speed_gflops, "strategy.local.speed_gflops")
+        _check_unit(self.explore, "strategy.local.explore")
+        _check_unit(self.expert_mix, "strategy.local.expert_mix")
+        if self.explore + self.expert_mix > 1.0:
+            raise ConfigError("strategy.local.explore + strategy.local.expert_mix must be <= 1")
+        if self.logits_source not in LOGITS_SOURCES:
+            raise ConfigError(
+                f"strategy.local.logits_source must be one of {list(LOGITS_SOURCES)}, "
+                f"got {self.logits_source!r}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """The server strategy and the round schedule (``conf/strategy/*.yaml``)."""
+
+    name: str = "keco"
+    """``keco`` (encrypted weights + soft labels, Δ from late clients) or ``fedavg``
+    (Flower's FedAvg of the student, hard labels only, plaintext)."""
+    correction: bool = True
+    """KECO's soft-label correction Δ from late clients (off for the ablation)."""
+    delta: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(length=10))
+    """δ_t over rounds: weight of the hard-label loss (KECO: 3:1 early, 1:3 late)."""
+    temperature: float = 2.0
+    """Distillation temperature T."""
+    deadline_s: float | None = None
+    """Budget of simulated local compute per round, seconds; slower clients are late (set y).
+    ``None``: no deadline."""
+    local: LocalConfig = field(default_factory=LocalConfig)
+
+    def validate(self) -> StrategyConfig:
+        if self.name not in STRATEGIES:
+            raise ConfigError(f"strategy.name must be one of {list(STRATEGIES)}, got {self.name!r}")
+        if not isinstance(self.correction, bool):
+            raise ConfigError(f"strategy.correction must be true or false, got {self.correction!r}")
+        self.delta.validate("strategy.delta")
+        _check_positive(self.temperature, "strategy.temperature")
+        if self.deadline_s is not None:
+            _check_positive(self.deadline_s, "strategy.deadline_s")
+        self.local.validate()
+        return self
+
+
+@dataclass(frozen=True)
+class FederatedRunConfig:
+    """Everything a federated run needs, on the server and on every client."""
+
+    scenario: ScenarioConfig
+    student: ModelConfig
+    teacher: ModelConfig
+    teacher_training: ImitationConfig
+    he: HEConfig
+    federation: FederationConfig
+    strategy: StrategyConfig
+    seed: int = 0
+    """Seeds everything: initial model, client sampling, client data and training."""
+    run_dir: str = "."
+    """Directory with the key files, the teacher, checkpoints and results."""
+    final_eval_episodes: int = 20
+    """Held-out episodes of the final comparison (run by the key owner after the rounds)."""
+    resume: bool = False
+    """Continue from ``run_dir/checkpoint`` when it exists."""
+    eval_seed: int = 50000
+    """Seed of the held-out episodes of the final comparison."""
+    heuristics: tuple[str, ...] = ("all_local", "all_offload", "random", "greedy", "load_balance")
+    """Policies the final student is compared with (the oracle always is)."""
+
+    def validate(self) -> FederatedRunConfig:
+        if self.strategy.name == "fedavg" and self.he.enabled:
+            raise ConfigError(
+                "strategy=fedavg sends plaintext weights through Flower's FedAvg; use he=off "
+                "with it (KECO is the encrypted strategy)"
+            )
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        _check_positive_int(self.final_eval_episodes, "experiment.final_eval_episodes")
+        from common.mec.policies import POLICIES
+
+        unknown = [h for h in self.heuristics if h not in POLICIES]
+        if unknown:
+            raise ConfigError(
+                f"experiment.heuristics: unknown policies {unknown}; valid are {sorted(POLICIES)}"
+            )
+        return self
+
+
+def federated_from_dict(raw: Any, run_dir: str | Path | None = None) -> FederatedRunConfig:
+    """Build and validate a :class:`FederatedRunConfig` from the composed Hydra config."""
+    d = _to_dict(raw)
+    exp = _to_dict(d.get("experiment"))
+    strategy = _to_dict(d.get("strategy"))
+    delta = schedule_from_dict(strategy.pop("delta", {}), "strategy.delta")
+    local = _build(LocalConfig, _to_dict(strategy.pop("local", {})), "strategy.local")
+    strat = dataclasses.replace(
+        _build(StrategyConfig, strategy, "strategy"), delta=delta, local=local
+    )
+    cfg = FederatedRunConfig(
+        scenario=scenario_from_dict(d.get("scenario")),
+        student=model_from_dict(d.get("student")),
+        teacher=model_from_dict(d.get("model")),
+        teacher_training=imitation_from_dict(exp.get("teacher_training", {}), "teacher_training"),
+        he=he_from_dict(d.get("he")),
+        federation=_build(FederationConfig, _to_dict(d.get("federation")), "federation").validate(),
+        strategy=strat.validate(),
+        seed=d.get("seed", 0),
+        run_dir=str(run_dir if run_dir is not None else d.get("run_dir", ".")),
+        final_eval_episodes=exp.get("final_eval_episodes", 20),
+        resume=bool(exp.get("resume", False)),
+        eval_seed=exp.get("eval_seed", 50000),
+        heuristics=tuple(exp.get("heuristics", FederatedRunConfig.heuristics)),
+    )
+    return cfg.validate()
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
+    """Compose the Hydra config of ``conf/`` with ``overrides`` (outside ``@hydra.main``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def federated_from_run_config(run_config: Mapping[str, Any]) -> FederatedRunConfig:
+    """The run config of ``flwr run .``: ``overrides`` (Hydra overrides, space separated) and
+    ``run-dir`` from ``[tool.flwr.app.config]`` or ``--run-config``."""
+    import shlex
+
+    overrides = shlex.split(str(run_config.get("overrides", "")))
+    run_dir = str(run_config.get("run-dir", "outputs/flwr-run"))
+    return federated_from_dict(compose(["experiment=federation", *overrides]), run_dir)
+
+
+# [section: federation]

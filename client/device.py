@@ -1,0 +1,140 @@
+"""The device wrapper: one client's profile, keys, teacher and local state across rounds.
+
+It turns Flower message content into calls of :mod:`common.fed` and back. The ClientApp keeps
+one ``Device`` per (run directory, partition) in memory; the local state also lives on disk
+(``<state_dir>/client-<id>-r<round>.npz``) so a resumed run finds what each client had.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from common.config import FederatedRunConfig
+from common.crypto import SECRET_CONTEXT_FILE, make_backend
+from common.fed import LocalState, client_profile, evaluate_student, load_teacher, train_round
+from common.protocol import (
+    CONFIG,
+    EVAL_WEIGHT,
+    METRICS,
+    GlobalSums,
+    RoundSettings,
+    build_upload,
+    read_global,
+)
+
+STUDENT_KEY = "student"
+KEEP_STATES = 2
+
+
+def _configs(content: RecordDict) -> dict[str, dict[str, Any]]:
+    return {name: dict(record) for name, record in content.config_records.items()}
+
+
+def _metrics(values: dict[str, float]) -> MetricRecord:
+    return MetricRecord({k: float(v) for k, v in values.items() if np.isfinite(v)})
+
+
+class Device:
+    """A client of the federation (a group of MEC devices with one profile)."""
+
+    def __init__(self, cfg: FederatedRunConfig, partition_id: int, state_dir: Path) -> None:
+        self.cfg = cfg
+        self.profile = client_profile(
+            cfg.scenario, partition_id, cfg.federation.heterogeneity,
+            cfg.strategy.local.speed_gflops, cfg.seed,
+        )  # fmt: skip
+        self.partition_id = partition_id
+        self.state_dir = state_dir
+        run_dir = Path(cfg.run_dir)
+        self.backend = None
+        if cfg.strategy.name == "keco":
+            self.backend = make_backend(cfg.he, run_dir / SECRET_CONTEXT_FILE)
+        self.teacher = None
+        if cfg.strategy.local.logits_source == "teacher" and cfg.strategy.name == "keco":
+            self.teacher = load_teacher(run_dir / "teacher.pt", cfg.teacher, cfg.scenario)
+
+    # ---- local state, one file per finished round --------------------------------------
+    def _state_path(self, server_round: int) -> Path:
+        return self.state_dir / f"client-{self.partition_id}-r{server_round}.npz"
+
+    def _load_state(self, server_round: int) -> LocalState:
+        rounds = sorted(
+            int(p.stem.rsplit("-r", 1)[1])
+            for p in self.state_dir.glob(f"client-{self.partition_id}-r*.npz")
+        )
+        before = [r for r in rounds if r < server_round]
+        if not before:
+            return LocalState.empty(self.cfg.scenario)
+        return LocalState.load(self._state_path(before[-1]), self.cfg.scenario)
+
+    def _save_state(self, state: LocalState, server_round: int) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        state.save(self._state_path(server_round))
+        paths = sorted(
+            self.state_dir.glob(f"client-{self.partition_id}-r*.npz"),
+            key=lambda p: int(p.stem.rsplit("-r", 1)[1]),
+        )
+        for old in paths[:-KEEP_STATES]:
+            old.unlink(missing_ok=True)
+
+    # ---- KECO ------------------------------------------------------------------------------
+    def _global(self, content: RecordDict) -> tuple[RoundSettings, np.ndarray, np.ndarray]:
+        configs = _configs(content)
+        settings = RoundSettings.from_config(configs[CONFIG])
+        w, g = read_global(
+            self.backend, GlobalSums.from_records(configs), settings.model_length,
+            settings.num_classes,
+        )  # fmt: skip
+        return settings, w, g
+
+    def train(self, msg: Message) -> RecordDict:
+        if self.cfg.strategy.name == "fedavg":
+            return self._train_fedavg(msg)
+        s, w, g = self._global(msg.content)
+        state = self._load_state(s.server_round)
+        result = train_round(
+            self.cfg, self.profile, state, w, g, server_round=s.server_round, delta=s.delta,
+            temperature=s.temperature, deadline_s=s.deadline_s, teacher=self.teacher,
+        )  # fmt: skip
+        self._save_state(state, s.server_round)
+        upload = build_upload(
+            self.backend, result.role, result.num_examples, result.soft_labels,
+            result.model, result.logits_round,
+        )  # fmt: skip
+        records: dict[str, Any] = {n: ConfigRecord(r) for n, r in upload.to_records().items()}
+        records[METRICS] = _metrics(result.metrics)
+        return RecordDict(records)
+
+    def evaluate(self, msg: Message) -> RecordDict:
+        if self.cfg.strategy.name == "fedavg":
+            w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
+            server_round = int(msg.content.config_records["config"].get("server-round", 0))
+        else:
+            s, w, _ = self._global(msg.content)
+            server_round = s.server_round
+        m = evaluate_student(self.cfg, self.profile, w, server_round)
+        m[EVAL_WEIGHT] = m["tasks"]
+        m["num-examples"] = m["tasks"]  # FedAvg weighs evaluation metrics by this key
+        return RecordDict({METRICS: _metrics(m)})
+
+    # ---- FedAvg baseline: plaintext student weights, hard labels only -----------------------
+    def _train_fedavg(self, msg: Message) -> RecordDict:
+        config = dict(msg.content.config_records["config"])
+        server_round = int(config.get("server-round", 0))
+        w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
+        n_classes = self.cfg.scenario.n_edges + 1
+        state = self._load_state(server_round)
+        result = train_round(
+            self.cfg, self.profile, state, w, np.zeros((n_classes, n_classes)),
+            server_round=server_round, delta=float(config.get("keco.delta", 1.0)),
+            temperature=float(config.get("keco.temperature", 1.0)), deadline_s=float("inf"),
+            teacher=None,
+        )  # fmt: skip
+        self._save_state(state, server_round)
+        arrays = ArrayRecord({STUDENT_KEY: Array(result.model.astype(np.float32))})
+        metrics = {**result.metrics, "num-examples": result.num_examples}
+        return RecordDict({"arrays": arrays, "metrics": _metrics(metrics)})

@@ -1,0 +1,143 @@
+"""``experiment=federation``: KECO (or FedAvg) as a Flower simulation on Ray, then a report.
+
+1. Validate the whole config (a bad value fails here, before Ray starts).
+2. Prepare the run directory: CKKS keys (secret for clients, public for the server) and the
+   teacher trained on public proxy episodes.
+3. Run the ServerApp and the ClientApps with ``flwr.simulation.run_simulation`` on Ray; the
+   server checkpoints after every round.
+4. As the key owner, decrypt the final global student and evaluate it on held-out episodes
+   beside the teacher, the heuristics and the oracle.
+5. Write ``results.json`` (DESIGN §8), ``report.md`` and the figures; print the report path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from common.config import FederatedRunConfig, federated_from_dict
+from common.crypto import SECRET_CONTEXT_FILE, make_backend
+from common.fed import build_student, load_teacher
+from common.fed.prepare import TEACHER_FILE, prepare_run_dir
+from common.mec import evaluate_policy, feature_scale
+from common.mec.policies import make_policy
+from common.models import NetPolicy, count_params, measure_latency_us
+from common.protocol import GlobalSums, read_global
+from experiments.figures import write_report
+
+log = logging.getLogger("keco")
+
+
+def simulate(cfg: FederatedRunConfig) -> list[dict[str, Any]]:
+    """Run the federation with Flower's Ray simulation engine; returns the per-round history."""
+    from flwr.simulation import run_simulation
+
+    from client.app import build_client_app
+    from server.app import build_server_app
+
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
+    if cfg.federation.ray_address:
+        init_args["address"] = cfg.federation.ray_address
+    backend_config = {
+        "client_resources": {"num_cpus": cfg.federation.client_cpus, "num_gpus": 0.0},
+        "init_args": init_args,
+    }
+    run_simulation(
+        server_app=build_server_app(cfg),
+        client_app=build_client_app(cfg),
+        num_supernodes=cfg.federation.num_clients,
+        backend_config=backend_config,
+    )
+    server_json = Path(cfg.run_dir) / "server.json"
+    if not server_json.exists():
+        raise RuntimeError(
+            f"the federation did not finish (no {server_json}); see the Flower log above"
+        )
+    return json.loads(server_json.read_text())["rounds"]
+
+
+def final_student(cfg: FederatedRunConfig) -> np.ndarray:
+    """Decrypt (as the key owner) the final global student from the server's checkpoint."""
+    from server.loop import load_checkpoint
+    from server.run import STUDENT_KEY
+
+    ckpt = load_checkpoint(Path(cfg.run_dir))
+    if ckpt is None:
+        raise RuntimeError(f"no checkpoint in {cfg.run_dir}")
+    arrays = {k: v.numpy() for k, v in ckpt[1].items()}
+    if cfg.strategy.name == "fedavg":
+        return arrays[STUDENT_KEY].astype(np.float64)
+    backend = make_backend(cfg.he, Path(cfg.run_dir) / SECRET_CONTEXT_FILE)
+    n_classes = cfg.scenario.n_edges + 1
+    w, _ = read_global(
+        backend, GlobalSums.from_arrays(arrays), len(build_student_w0(cfg)), n_classes
+    )
+    return w
+
+
+def build_student_w0(cfg: FederatedRunConfig) -> np.ndarray:
+    from common.models import flatten_params
+
+    return flatten_params(build_student(cfg))
+
+
+def compare(cfg: FederatedRunConfig, weights: np.ndarray) -> dict[str, dict[str, Any]]:
+    """The final student beside the teacher, the heuristics and the oracle (same episodes)."""
+    sc = cfg.scenario
+    feat_scale, hist_scale = feature_scale(sc)
+    nets = {"student": build_student(cfg, weights)}
+    teacher_path = Path(cfg.run_dir) / TEACHER_FILE
+    if teacher_path.exists():
+        nets["teacher"] = load_teacher(teacher_path, cfg.teacher, sc)
+    out: dict[str, dict[str, Any]] = {}
+    episodes, seed = cfg.final_eval_episodes, cfg.eval_seed
+    for name, net in nets.items():
+        m = evaluate_policy(sc, NetPolicy(net, feat_scale, hist_scale), episodes, seed)
+        m["params"] = count_params(net)
+        m["infer_us"] = measure_latency_us(net, sc.n_edges + 4, sc.history_slots, sc.n_edges, 300)
+        out[name] = m
+        log.info("final %-12s qoe=%.3f drop=%.4f", name, m["qoe"], m["drop_ratio"])
+    for name in (*cfg.heuristics, "oracle"):
+        out[name] = evaluate_policy(sc, make_policy(name), episodes, seed)
+        log.info("final %-12s qoe=%.3f drop=%.4f", name, out[name]["qoe"], out[name]["drop_ratio"])
+    return out
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    fcfg = federated_from_dict(cfg, run_dir)  # fails here, before any work, on a bad value
+    prepare_run_dir(fcfg)
+    history = simulate(fcfg)
+    policies = compare(fcfg, final_student(fcfg))
+    heuristics = [h for h in fcfg.heuristics if h in policies]
+    student = policies["student"]
+    results = {
+        "config": {
+            **OmegaConf.to_container(cfg, resolve=True),
+            "resolved": json.loads(json.dumps(dataclasses.asdict(fcfg), default=str)),
+        },
+        "rounds": history,
+        "policies": policies,
+        "summary": {
+            "student_policy": "student",
+            "final_qoe": student["qoe"],
+            "first_round_qoe": history[0].get("eval_qoe") if history else None,
+            "last_round_qoe": history[-1].get("eval_qoe") if history else None,
+            "beats": {h: student["qoe"] > policies[h]["qoe"] for h in heuristics},
+            "bytes_up_total": int(sum(r.get("bytes_up", 0) for r in history)),
+            "bytes_down_total": int(sum(r.get("bytes_down", 0) for r in history)),
+        },
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    report = write_report(run_dir, results, title=f"KECO federation ({fcfg.strategy.name})")
+    print(f"report: {report}")
+    return results

@@ -1,0 +1,33 @@
+"""Flower ServerApp running KECO (or FedAvg) over the clients.
+
+``server.app:app`` reads the run config from Flower's run config (``flwr run .``) and prepares
+the run directory (keys generated in a separate process, teacher) if needed;
+:func:`build_server_app` binds a typed config (the Hydra-driven Ray simulation).
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import FederatedRunConfig, federated_from_run_config
+from common.fed.prepare import prepare_run_dir
+from server.run import run_server
+
+
+def build_server_app(cfg: FederatedRunConfig | None = None) -> ServerApp:
+    """A ServerApp bound to ``cfg`` (or reading it from Flower's run config when ``None``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_cfg = cfg
+        if run_cfg is None:
+            run_cfg = federated_from_run_config(context.run_config)
+            prepare_run_dir(run_cfg)
+        run_server(grid, run_cfg)
+
+    return app
+
+
+app = build_server_app()

@@ -1,0 +1,96 @@
+"""What the ServerApp does: build the strategy from the run config and run the rounds.
+
+The server loads only the public CKKS context. After the rounds, ``<run_dir>/server.json``
+holds the per-round history and ``<run_dir>/checkpoint`` the final global arrays (the encrypted
+sums under KECO; only a holder of the secret context can read the model out of them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from common.config import FederatedRunConfig
+from common.crypto import PUBLIC_CONTEXT_FILE, make_backend
+from common.distill import schedule_value
+from common.models import build_for_scenario, flatten_params
+from common.protocol import initial_arrays
+from server.loop import run_rounds
+from server.strategy import Keco
+
+STUDENT_KEY = "student"
+"""Key of the flat student in FedAvg's ArrayRecord."""
+
+
+def initial_model(cfg: FederatedRunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """W_0 (the seeded student initialisation) and G_0 (zeros: no soft-label knowledge yet)."""
+    torch.manual_seed(cfg.seed)
+    w0 = flatten_params(build_for_scenario(cfg.student, cfg.scenario))
+    n_classes = cfg.scenario.n_edges + 1
+    return w0, np.zeros((n_classes, n_classes))
+
+
+def build_strategy(cfg: FederatedRunConfig):
+    """The strategy of ``cfg.strategy.name`` and its initial arrays."""
+    fed, st = cfg.federation, cfg.strategy
+    w0, g0 = initial_model(cfg)
+    n_train = max(1, math.ceil(fed.num_clients * fed.fraction_train))
+    n_eval = max(1, math.ceil(fed.num_clients * fed.fraction_evaluate))
+    common = dict(
+        fraction_train=fed.fraction_train, fraction_evaluate=fed.fraction_evaluate,
+        min_train_nodes=n_train, min_evaluate_nodes=n_eval, min_available_nodes=fed.num_clients,
+    )  # fmt: skip
+    if st.name == "fedavg":
+        strategy = FedAvg(**common, weighted_by_key="num-examples")
+        return strategy, ArrayRecord({STUDENT_KEY: Array(w0.astype(np.float32))})
+    backend = make_backend(cfg.he, Path(cfg.run_dir) / PUBLIC_CONTEXT_FILE)
+    strategy = Keco(
+        backend, len(w0), g0.shape[0],
+        delta=lambda r: schedule_value(st.delta, r - 1),
+        temperature=st.temperature,
+        deadline_s=math.inf if st.deadline_s is None else st.deadline_s,
+        correction=st.correction, min_replies=fed.min_replies, **common,
+    )  # fmt: skip
+    arrays = ArrayRecord({k: Array(v) for k, v in initial_arrays(w0, g0).items()})
+    return strategy, arrays
+
+
+def _row(server_round: int, train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"train_loss": train.get("train_loss")}
+    for key in ("set_x", "set_u", "set_v", "rejected", "failed", "train_accuracy"):
+        if key in train:
+            row[key] = train[key]
+    for key in ("qoe", "drop_ratio", "delay", "energy_total", "offload_ratio", "tasks"):
+        if key in evaluate:
+            row[f"eval_{key}"] = evaluate[key]
+    return row
+
+
+def run_server(grid: Grid, cfg: FederatedRunConfig) -> list[dict[str, Any]]:
+    """Run all rounds (resuming from the checkpoint if asked); returns the per-round history."""
+    run_dir = Path(cfg.run_dir)
+    strategy, arrays = build_strategy(cfg)
+    st = cfg.strategy
+    fedavg_config = None
+    if st.name == "fedavg":  # FedAvg clients read the round's δ and T from the config record
+
+        def fedavg_config(r: int) -> ConfigRecord:
+            return ConfigRecord(
+                {"keco.delta": schedule_value(st.delta, r - 1), "keco.temperature": st.temperature}
+            )
+
+    _, history = run_rounds(
+        strategy, grid, arrays, num_rounds=cfg.federation.rounds, seed=cfg.seed,
+        run_dir=run_dir, resume=cfg.resume, timeout_s=cfg.federation.timeout_s,
+        train_config=fedavg_config, summarize=_row,
+    )  # fmt: skip
+    (run_dir / "server.json").write_text(json.dumps({"rounds": history}, indent=1))
+    return history

@@ -1,0 +1,92 @@
+"""The KECO local round: buffer, roles under a deadline, soft-label tables, training."""
+
+import numpy as np
+import pytest
+import torch
+
+from common.config import compose, federated_from_dict
+from common.fed import LocalState, build_student, client_profile, train_round
+from common.fed.local import ROLE_FRESH, ROLE_ON_TIME, ROLE_STALE
+from common.models import flatten_params
+
+SMALL = [
+    "experiment=federation", "scenario=qeco", "scenario.n_devices=6", "scenario.n_slots=20",
+    "strategy.local.episodes=1", "strategy.local.epochs=2", "strategy.local.buffer_size=150",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    return federated_from_dict(compose(SMALL), tmp_path_factory.mktemp("run"))
+
+
+def setup(cfg):
+    torch.manual_seed(0)
+    w0 = flatten_params(build_student(cfg))
+    c = cfg.scenario.n_edges + 1
+    return w0, np.full((c, c), 0.5), client_profile(cfg.scenario, 0, 0.5, 2.0, 0)
+
+
+def test_buffer_is_bounded_and_persists(cfg, tmp_path):
+    state = LocalState.empty(cfg.scenario)
+    f = np.ones((100, cfg.scenario.n_edges + 4), np.float32)
+    h = np.zeros((100, cfg.scenario.history_slots, cfg.scenario.n_edges), np.float32)
+    state.append(f, h, np.arange(100) % 3, cap=60)
+    state.append(2 * f[:30], h[:30], np.full(30, 5), cap=60)
+    assert len(state.label) == 60 and (state.label[-30:] == 5).all()  # newest kept
+    state.stale_table, state.stale_n, state.stale_round = np.eye(6), 42, 3
+    state.save(tmp_path / "s.npz")
+    back = LocalState.load(tmp_path / "s.npz", cfg.scenario)
+    np.testing.assert_array_equal(back.features, state.features)
+    np.testing.assert_array_equal(back.stale_table, np.eye(6))
+    assert (back.stale_n, back.stale_round) == (42, 3)
+    assert len(LocalState.load(tmp_path / "missing.npz", cfg.scenario).label) == 0
+
+
+def test_on_time_round_trains_and_uploads_everything(cfg):
+    w0, g, prof = setup(cfg)
+    state = LocalState.empty(cfg.scenario)
+    r = train_round(cfg, prof, state, w0, g, server_round=1, delta=0.75, temperature=2.0,
+                    deadline_s=float("inf"), teacher=None)  # fmt: skip
+    assert r.role == ROLE_ON_TIME and r.model is not None
+    assert r.model.shape == w0.shape and not np.allclose(r.model, w0)
+    assert r.num_examples == len(state.label) > 0
+    assert r.soft_labels.shape == g.shape and np.isfinite(r.soft_labels).all()
+    assert np.isfinite(r.metrics["train_loss"])
+    # classes the client never labelled keep the global row
+    seen = np.bincount(state.label, minlength=g.shape[0]) > 0
+    np.testing.assert_array_equal(r.soft_labels[~seen], g[~seen])
+    assert state.stale_round == 1  # these logits are the stale ones of a later late round
+
+
+def test_roles_follow_the_deadline(cfg):
+    w0, g, prof = setup(cfg)
+    state = LocalState.empty(cfg.scenario)
+    # no stale logits yet: a late client sends fresh ones
+    r1 = train_round(cfg, prof, state, w0, g, server_round=1, delta=0.5, temperature=1.0,
+                     deadline_s=1e-12, teacher=None)  # fmt: skip
+    assert r1.role == ROLE_FRESH and r1.model is None and r1.logits_round == 1
+    # later, still too slow even for logits: the stale logits of round 1 go up (set u)
+    r2 = train_round(cfg, prof, state, w0, g, server_round=2, delta=0.5, temperature=1.0,
+                     deadline_s=1e-12, teacher=None)  # fmt: skip
+    assert r2.role == ROLE_STALE and r2.logits_round == 1
+    np.testing.assert_array_equal(r2.soft_labels, r1.soft_labels)
+    assert r2.num_examples == r1.num_examples
+    # a deadline between the logits time and the training time (7x it here; the buffer at
+    # most doubles between rounds): fresh logits (set v)
+    t_logits = r2.metrics["compute_s"]
+    r3 = train_round(cfg, prof, state, w0, g, server_round=3, delta=0.5, temperature=1.0,
+                     deadline_s=t_logits * 3, teacher=None)  # fmt: skip
+    assert r3.role == ROLE_FRESH and r3.logits_round == 3
+
+
+def test_round_is_deterministic(cfg):
+    w0, g, prof = setup(cfg)
+    runs = []
+    for _ in range(2):
+        state = LocalState.empty(cfg.scenario)
+        r = train_round(cfg, prof, state, w0, g, server_round=2, delta=0.6, temperature=2.0,
+                        deadline_s=float("inf"), teacher=None)  # fmt: skip
+        runs.append(r)
+    np.testing.assert_array_equal(runs[0].model, runs[1].model)
+    np.testing.assert_array_equal(runs[0].soft_labels, runs[1].soft_labels)

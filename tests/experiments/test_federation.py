@@ -1,0 +1,108 @@
+"""The KECO federation end to end: the real Hydra entry point, Ray simulation and CKKS keys.
+
+Each run is a subprocess (``python -m experiments.run``) so that Ray's processes end with it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "experiment=federation", "scenario=qeco", "scenario.n_devices=8", "scenario.n_slots=30",
+    "federation.num_clients=3", "federation.rounds=2", "model=mlp", "model.hidden=[32]",
+    "experiment.teacher_training.episodes=2", "experiment.teacher_training.steps=100",
+    "experiment.final_eval_episodes=2", "strategy.local.episodes=1", "strategy.local.epochs=3",
+    "strategy.local.eval_episodes=1",
+]  # fmt: skip
+
+
+def run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_keco_with_ckks_end_to_end(tmp_path):
+    r = run(tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"report: {tmp_path}/report.md" in r.stdout
+    res = results(tmp_path)
+    assert [row["round"] for row in res["rounds"]] == [1, 2]
+    for row in res["rounds"]:
+        assert row["set_x"] == 3 and row["rejected"] == 0
+        # two CKKS ciphertexts per on-time upload (N = 8192): hundreds of KB each way
+        assert 3 * 200_000 < row["bytes_up"] < 3 * 1_000_000
+        assert row["bytes_down"] > row["bytes_up"]
+        assert np.isfinite(row["train_loss"]) and np.isfinite(row["eval_qoe"])
+    for name in ("student", "teacher", "all_local", "random", "oracle"):
+        assert name in res["policies"] and "qoe" in res["policies"][name]
+    assert res["policies"]["student"]["params"] > 0 and res["policies"]["student"]["infer_us"] > 0
+    # the server side holds only the public context; the secret one stays with the key owner
+    assert (tmp_path / "public.ctx").stat().st_size < (tmp_path / "secret.ctx").stat().st_size
+    for name in ("report.md", "rounds_qoe.png", "rounds_bytes.png", "policies.png"):
+        assert (tmp_path / name).exists()
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted_run(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run(straight, "he=off").returncode == 0
+    assert run(resumed, "he=off", "federation.rounds=1").returncode == 0
+    r = run(resumed, "he=off", "experiment.resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = results(straight), results(resumed)
+    keys = ("train_loss", "eval_qoe", "eval_drop_ratio", "bytes_up", "set_x")
+    for ra, rb in zip(a["rounds"], b["rounds"], strict=True):
+        assert {k: ra[k] for k in keys} == {k: rb[k] for k in keys}
+    assert a["policies"]["student"]["qoe"] == b["policies"]["student"]["qoe"]
+    wa = np.load(straight / "checkpoint" / "arrays.npz")
+    wb = np.load(resumed / "checkpoint" / "arrays.npz")
+    for k in wa.files:
+        np.testing.assert_array_equal(wa[k], wb[k])
+
+
+@pytest.mark.slow
+def test_deadline_makes_clients_late_and_delta_is_applied(tmp_path):
+    from common.config import compose, federated_from_dict
+    from common.fed import build_student, client_profile, compute_seconds
+    from common.models import build_for_scenario, count_params
+
+    extra = ["he=off", "federation.heterogeneity=1.0", "federation.num_clients=4",
+             "strategy.local.speed_gflops=0.2", "strategy.local.buffer_size=60"]  # fmt: skip
+    cfg = federated_from_dict(compose(TINY + extra), tmp_path)
+    speeds = sorted(
+        client_profile(cfg.scenario, i, 1.0, 0.2, cfg.seed).speed_gflops for i in range(4)
+    )
+    p_student = count_params(build_student(cfg))
+    p_teacher = count_params(build_for_scenario(cfg.teacher, cfg.scenario))
+    slow = compute_seconds(60, cfg.strategy.local.epochs, p_student, p_teacher, speeds[1])[1]
+    fast = compute_seconds(60, cfg.strategy.local.epochs, p_student, p_teacher, speeds[2])[1]
+    assert fast < slow  # this seed gives two fast and two slow clients
+    deadline = (fast * slow) ** 0.5  # a full buffer keeps the slow half late, the fast on time
+    r = run(tmp_path, *extra, f"strategy.deadline_s={deadline}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = results(tmp_path)["rounds"]
+    assert all(row["set_x"] >= 2 for row in rows)
+    assert rows[-1]["set_u"] + rows[-1]["set_v"] == 2
+
+
+def test_bad_config_fails_before_ray_starts(tmp_path):
+    r = run(tmp_path, "federation.num_clients=0")
+    assert r.returncode == 2
+    assert "federation.num_clients" in r.stderr
+    assert not (tmp_path / "secret.ctx").exists()  # nothing was prepared
+    r = run(tmp_path, "strategy=fedavg")  # FedAvg is plaintext: he must be off
+    assert r.returncode == 2 and "he=off" in r.stderr
