@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import random
 import time
 from collections.abc import Callable
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.logger import log  # Flower's logger: shows in `flwr log` and simulations
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-
-log = logging.getLogger("keco.server")
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -114,7 +113,7 @@ def run_rounds(
     if resume and (ckpt := load_checkpoint(run_dir)) is not None:
         done, arrays, history = ckpt
         first = done + 1
-        log.info("resuming after round %d from %s", done, run_dir / CHECKPOINT_DIR)
+        log(INFO, "resuming after round %d from %s", done, run_dir / CHECKPOINT_DIR)
     for server_round in range(first, num_rounds + 1):
         t0 = time.perf_counter()
         cfg = train_config(server_round) if train_config else ConfigRecord()
@@ -144,7 +143,8 @@ def run_rounds(
         )
         history.append(row)
         save_checkpoint(run_dir, server_round, arrays, history)
-        log.info(
+        log(
+            INFO,
             "[round %d/%d] loss=%s qoe=%s drop=%s x/u/v=%s/%s/%s up=%.0fKB down=%.0fKB %.1fs",
             server_round, num_rounds, _fmt(row.get("train_loss")), _fmt(row.get("eval_qoe")),
             _fmt(row.get("eval_drop_ratio")), row.get("set_x", "-"), row.get("set_u", "-"),
