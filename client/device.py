@@ -15,7 +15,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 
 from common.config import FederatedRunConfig
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
-from common.fed import LocalState, client_profile, evaluate_student, load_teacher, train_round
+from common.fed import (
+    LocalState,
+    canonical,
+    client_profile,
+    evaluate_student,
+    load_teacher,
+    train_round,
+)
 from common.protocol import (
     CONFIG,
     EVAL_WEIGHT,
@@ -89,7 +96,7 @@ class Device:
             self.backend, GlobalSums.from_records(configs), settings.model_length,
             settings.num_classes,
         )  # fmt: skip
-        return settings, w, g
+        return settings, canonical(w), canonical(g)
 
     def train(self, msg: Message) -> RecordDict:
         if self.cfg.strategy.name == "fedavg":

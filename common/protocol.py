@@ -229,9 +229,27 @@ def initial_arrays(model: np.ndarray, soft_labels: np.ndarray) -> dict[str, np.n
     }
 
 
+INITIAL_TOTAL = 2.0**20
+"""Largest weight of the round-1 state. Encrypting ``s·[W_0, G_0]`` with total ``s`` means the
+same as ``[W_0, G_0]`` with total 1, but divides the CKKS noise (~1e-8 per fresh ciphertext)
+by ``s``, as the n_i of later rounds do: clients then decode round 1 as exactly as any other."""
+
+
+def initial_weight(backend: Backend, packed: np.ndarray) -> float:
+    """The power of two ``s <= INITIAL_TOTAL`` that keeps ``s·packed`` within half of what the
+    backend encrypts (so the parameter set's headroom for sums is untouched)."""
+    peak = float(np.abs(packed).max()) if packed.size else 0.0
+    if peak == 0.0:
+        return INITIAL_TOTAL
+    room = backend.max_abs_value / 2.0 / peak
+    return float(min(INITIAL_TOTAL, 2.0 ** max(0, int(np.floor(np.log2(room))))))
+
+
 def initial_sums(backend: Backend, model: np.ndarray, soft_labels: np.ndarray) -> GlobalSums:
-    """Round-1 state: ``[W_0, G_0]`` encrypted with the (public) key, total 1."""
-    return GlobalSums(GlobalTerm(backend.encrypt(pack_model_and_labels(model, soft_labels)), 1.0))
+    """Round-1 state: ``s·[W_0, G_0]`` encrypted with the (public) key, total ``s``."""
+    packed = pack_model_and_labels(model, soft_labels)
+    weight = initial_weight(backend, packed)
+    return GlobalSums(GlobalTerm(backend.encrypt(packed * weight), weight))
 
 
 def read_global(

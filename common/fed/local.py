@@ -37,6 +37,21 @@ from common.training import fit
 
 ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH = "x", "u", "v"
 
+GRID_BITS = 14
+"""Decrypted global values are rounded to a 2^-14 grid (see :func:`canonical`)."""
+
+
+def canonical(values: np.ndarray) -> np.ndarray:
+    """Round decrypted global values to a 2^-14 fixed-point grid.
+
+    CKKS decryption adds ~1e-10 of noise, and float32 training amplifies any difference in the
+    starting weights, so without this an encrypted and a plaintext run drift apart round after
+    round. The grid is far coarser than the noise (a value lands on another grid point with
+    probability ~1e-6) and far finer than anything learning notices (Adam steps are ~1e-3),
+    so both modes give clients the same bits.
+    """
+    return np.round(np.asarray(values, dtype=np.float64) * 2.0**GRID_BITS) / 2.0**GRID_BITS
+
 
 def round_seed(seed: int, partition_id: int, server_round: int, purpose: int) -> int:
     """A seed for one purpose of one client in one round (independent streams)."""

@@ -153,7 +153,7 @@ class Oracle:
     """Full-information per-task QoE maximiser (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._memo: tuple[int, int, int, tuple[np.ndarray, np.ndarray]] | None = None
+        self._memo: tuple[int, int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def __call__(self, obs: Observation, sim: MECBatch) -> np.ndarray:
         return self.decide(obs, sim)[0]
@@ -161,12 +161,12 @@ class Oracle:
     def decide(self, obs: Observation, sim: MECBatch) -> tuple[np.ndarray, np.ndarray]:
         """Actions [E, N] and predicted cost (= −reward) of every action [E, N, M + 1].
 
-        The last answer is memoised per (simulator, episode start, slot): a behaviour policy
-        that consults the oracle and the dataset recorder that labels with it share one call.
+        The last answer is memoised per (episode batch, slot): a behaviour policy that consults
+        the oracle and the dataset recorder that labels with it share one call.
         """
-        key = (id(sim), id(sim.task_size), obs.t)
-        if self._memo is not None and self._memo[:3] == key:
-            return self._memo[3]
+        key = (sim.episode_uid, obs.t)
+        if self._memo is not None and self._memo[:2] == key:
+            return self._memo[2]
         result = self._decide(obs, sim)
         self._memo = (*key, result)
         return result

@@ -46,6 +46,7 @@ first), the LSTM/CNN input. Actions: ``0`` = local, ``j ∈ 1..M`` = offload to 
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ from common.config import ScenarioConfig
 
 # Task status codes (int8 per task).
 NONE, LQ, LRUN, TXQ, TXRUN, EQ, ERUN, DONE, DROPPED, FAILED = range(10)
+_EPISODE_IDS = itertools.count()  # a process-wide id per reset (keys caches of per-slot work)
 _TERMINAL = (DONE, DROPPED, FAILED)
 
 
@@ -284,6 +286,7 @@ class MECBatch:
         self.step_seconds = 0.0
         self.t = 0
         self.done = False
+        self.episode_uid = next(_EPISODE_IDS)
         return self.observe()
 
     # ---------------------------------------------------------------------------------------

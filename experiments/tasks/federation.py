@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.config import FederatedRunConfig, federated_from_dict
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
-from common.fed import build_student, load_teacher
+from common.fed import build_student, canonical, load_teacher
 from common.fed.prepare import TEACHER_FILE, prepare_run_dir
 from common.mec import evaluate_policy, feature_scale
 from common.mec.policies import make_policy
@@ -81,7 +81,7 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray:
     w, _ = read_global(
         backend, GlobalSums.from_arrays(arrays), len(build_student_w0(cfg)), n_classes
     )
-    return w
+    return canonical(w)  # exactly what the clients load
 
 
 def build_student_w0(cfg: FederatedRunConfig) -> np.ndarray:

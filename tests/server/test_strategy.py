@@ -10,6 +10,7 @@ from common.crypto import CryptoError, EncryptedVector, make_backend
 from common.protocol import (
     CONFIG,
     GLOBAL_PREFIX,
+    INITIAL_TOTAL,
     METRICS,
     PAYLOAD,
     UPLOAD,
@@ -17,6 +18,7 @@ from common.protocol import (
     RoundSettings,
     build_upload,
     initial_arrays,
+    initial_weight,
     read_global,
 )
 from server.strategy import Keco, RoundFailedError, config_records, to_recorddict
@@ -243,9 +245,14 @@ def test_round_one_instruction_carries_encrypted_initial_model_and_schedules(key
     assert settings == RoundSettings(2, 2500, 6, 0.45, 3.0, 4.0, True)
     assert configs[CONFIG]["local-epochs"] == 3
     received = GlobalSums.from_records(configs)
-    assert received.x.total == 1.0 and received.x.payload.scheme == "ckks"
+    # the round-1 state is s·[W0, G0] with total s: a power of two within the CKKS headroom
+    s = received.x.total
+    assert s == initial_weight(server, np.concatenate([model0, soft0.ravel()]))
+    assert 1.0 < s <= INITIAL_TOTAL and np.log2(s) == int(np.log2(s))
+    assert received.x.payload.scheme == "ckks"
     model, soft = read_global(client, received, 2500, 6)
-    assert np.max(np.abs(model - model0)) <= 1e-6 and np.max(np.abs(soft - soft0)) <= 1e-6
+    # the noise is divided by s: far below the 1e-6 of a total of 1
+    assert np.max(np.abs(model - model0)) <= 1e-9 and np.max(np.abs(soft - soft0)) <= 1e-9
 
     with pytest.raises(ValueError, match="expects 2500 and \\(6, 6\\)"):
         Keco(server, 2500, 6).sums_from_arrays(
