@@ -1,0 +1,135 @@
+"""Teacher and student offloading networks: KECO's CNN, KD-D3QN's LSTM + dueling, a small MLP.
+
+Every network maps one task's observation to one score per action ``0..M`` (0 = local,
+``j`` = edge node ``j``): Q-values when trained by D3QN, logits when trained by imitation.
+
+Inputs (normalised by :func:`common.mec.feature_scale` before the call):
+
+| tensor     | shape        | meaning                                                       |
+| ---------- | ------------ | ------------------------------------------------------------- |
+| `features` | `[B, M + 4]` | task Mbit, local wait, transmit wait, own backlog per EN, α   |
+| `history`  | `[B, K, M]`  | active queues per EN over the last K slots, oldest first      |
+
+A student is the same class built from ``ModelConfig.scaled(ratio)``: every hidden width
+(conv channels, LSTM units, FC units) is multiplied by ``ratio`` and rounded, at least 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.config import ModelConfig
+
+
+def scale_width(width: int, ratio: float) -> int:
+    """A hidden width times the student ratio, rounded, at least 1."""
+    return max(1, int(round(width * ratio)))
+
+
+class QHead(nn.Module):
+    """FC + ReLU layers, then dueling value/advantage heads (or one linear layer) → M+1 scores.
+
+    Dueling: ``Q = V + A − mean(A)`` (KD-D3QN eq. 15); under softmax V cancels, so the same head
+    serves classification (imitation) and Q-learning.
+    """
+
+    def __init__(self, in_dim: int, hidden: list[int], n_actions: int, dueling: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            in_dim = width
+        self.body = nn.Sequential(*layers)
+        self.dueling = dueling
+        self.advantage = nn.Linear(in_dim, n_actions)
+        self.value = nn.Linear(in_dim, 1) if dueling else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        adv = self.advantage(x)
+        if self.value is None:
+            return adv
+        return self.value(x) + adv - adv.mean(dim=1, keepdim=True)
+
+
+class CNNNet(nn.Module):
+    """KECO's CNN: the EN-load history as a 2-D map → conv 32@6×6 → pool 2 → conv 64@6×6 → pool 2.
+
+    The K×M map (10×5 in the presets) is too small for two 6×6 convs with 2×2 pooling, so it is
+    resized by nearest-neighbour interpolation to ``map_size × map_size`` (default 32: 32 → conv
+    27 → pool 13 → conv 8 → pool 4, i.e. 64·4·4 = 1024 map features). Nearest resizing repeats each
+    (slot, EN) cell in a block, so a 6×6 kernel sees a few slots of one or two ENs, rather than
+    the mostly empty canvas that zero-padding would give. The flattened map features go through
+    an FC layer (``map_hidden``), are joined with the instantaneous features, then the FC layers
+    (``hidden``) and the head.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_features: int, history_slots: int, n_edges: int):
+        super().__init__()
+        c1, c2 = (scale_width(c, cfg.ratio) for c in cfg.conv_channels)
+        k, p = cfg.kernel_size, cfg.pool_size
+        self.map_size = cfg.map_size
+        self.conv1 = nn.Conv2d(1, c1, kernel_size=k, stride=1)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=k, stride=1)
+        self.pool = nn.MaxPool2d(kernel_size=p, stride=p)
+        side = ((cfg.map_size - k + 1) // p - k + 1) // p
+        map_hidden = scale_width(cfg.map_hidden, cfg.ratio)
+        self.map_fc = nn.Linear(c2 * side * side, map_hidden)
+        hidden = [scale_width(h, cfg.ratio) for h in cfg.hidden]
+        self.head = QHead(map_hidden + n_features, hidden, n_edges + 1, cfg.dueling)
+
+    def forward(self, features: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(history.unsqueeze(1), size=(self.map_size, self.map_size))
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = F.relu(self.map_fc(x.flatten(1)))
+        return self.head(torch.cat([x, features], dim=1))
+
+
+class LSTMDuelingNet(nn.Module):
+    """KD-D3QN's network: LSTM over the K-slot EN-load history, its last hidden state joined
+    with the instantaneous features, FC + ReLU, dueling value/advantage heads → Q-values."""
+
+    def __init__(self, cfg: ModelConfig, n_features: int, history_slots: int, n_edges: int):
+        super().__init__()
+        units = scale_width(cfg.lstm_hidden, cfg.ratio)
+        self.lstm = nn.LSTM(input_size=n_edges, hidden_size=units, batch_first=True)
+        hidden = [scale_width(h, cfg.ratio) for h in cfg.hidden]
+        self.head = QHead(units + n_features, hidden, n_edges + 1, cfg.dueling)
+
+    def forward(self, features: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        _, (h_last, _) = self.lstm(history)
+        return self.head(torch.cat([h_last[-1], features], dim=1))
+
+
+class MLPNet(nn.Module):
+    """A small MLP student: instantaneous features and the flattened history, FC layers, head."""
+
+    def __init__(self, cfg: ModelConfig, n_features: int, history_slots: int, n_edges: int):
+        super().__init__()
+        hidden = [scale_width(h, cfg.ratio) for h in cfg.hidden]
+        in_dim = n_features + history_slots * n_edges
+        self.head = QHead(in_dim, hidden, n_edges + 1, cfg.dueling)
+
+    def forward(self, features: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([features, history.flatten(1)], dim=1))
+
+
+ARCHS: dict[str, type[nn.Module]] = {
+    "cnn": CNNNet,
+    "lstm_dueling": LSTMDuelingNet,
+    "mlp": MLPNet,
+}
+
+
+def build_model(cfg: ModelConfig, n_features: int, history_slots: int, n_edges: int) -> nn.Module:
+    """Instantiate the network of ``cfg`` for ``n_features`` = M+4, history K×M, M edge nodes."""
+    return ARCHS[cfg.arch](cfg, n_features, history_slots, n_edges)
+
+
+def build_for_scenario(cfg: ModelConfig, scenario: object) -> nn.Module:
+    """Instantiate ``cfg`` with the input sizes of a :class:`common.config.ScenarioConfig`."""
+    n_edges = scenario.n_edges  # type: ignore[attr-defined]
+    return build_model(cfg, n_edges + 4, scenario.history_slots, n_edges)  # type: ignore[attr-defined]

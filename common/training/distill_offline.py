@@ -1,0 +1,52 @@
+"""Offline distillation of a student from a teacher (KD-D3QN §5.3).
+
+The teacher's outputs on a dataset of states it visited are exported once; the student never
+touches the simulator and fits them by supervised learning: KD-D3QN's MSE between Q-value
+vectors, or KECO's hard/soft loss (oracle label + teacher softmax at temperature T).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from common.config import DistillConfig
+from common.distill import hard_soft_loss, q_distill_loss, schedule_value
+from common.training.common import NormalizedData, fit
+
+
+def teacher_outputs(teacher: nn.Module, data: NormalizedData, chunk: int = 4096) -> torch.Tensor:
+    """The teacher's scores ``[n, M+1]`` on every state of ``data`` (the exported targets)."""
+    teacher.eval()
+    with torch.inference_mode():
+        return torch.cat([
+            teacher(f, h) for f, h in zip(
+                data.features.split(chunk), data.history.split(chunk), strict=True)
+        ]).clone()  # fmt: skip
+
+
+def distill_student(
+    student: nn.Module,
+    data: NormalizedData,
+    targets: torch.Tensor,
+    cfg: DistillConfig,
+    seed: int,
+    steps: int | None = None,
+    checkpoints: Iterable[int] = (),
+    on_checkpoint: Callable[[int, nn.Module], None] | None = None,
+) -> list[float]:
+    """Fit ``student`` to the teacher's ``targets`` on ``data`` (in place); returns the losses."""
+
+    def loss_fn(net: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
+        out = net(data.features[idx], data.history[idx])
+        if cfg.loss == "mse":
+            return q_distill_loss(out, targets[idx])
+        delta = schedule_value(cfg.delta, step)
+        return hard_soft_loss(out, data.label[idx], targets[idx], delta, cfg.temperature)
+
+    return fit(
+        student, len(data), loss_fn, steps or cfg.steps, cfg.batch_size, cfg.lr, seed,
+        checkpoints=checkpoints, on_checkpoint=on_checkpoint,
+    )  # fmt: skip

@@ -1,0 +1,81 @@
+"""Deep imitation learning (DIL, seed 002): supervised learning of the oracle's decisions.
+
+The oracle is a full-information solver; the network sees only its device's observation. Data
+come from rolling out the oracle (round 0) and then, DAgger-style, the network itself, always
+labelled by the oracle, so the network also learns to recover from states it visits on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.config import ImitationConfig, ScenarioConfig
+from common.mec import TaskDataset, collect_dataset, feature_scale
+from common.mec.policies import make_policy
+from common.models import NetPolicy
+from common.training.common import fit, normalize
+
+
+@dataclass
+class ImitationResult:
+    """A trained imitation network and its learning curve."""
+
+    net: nn.Module
+    losses: list[float] = field(default_factory=list)
+    """Cross-entropy of every optimiser step, over all rounds."""
+    accuracy: float = 0.0
+    """Agreement with the oracle's labels on the last round's data."""
+    samples: int = 0
+    """Labelled tasks seen in total."""
+
+
+def accuracy(net: nn.Module, features: torch.Tensor, history: torch.Tensor, label: torch.Tensor):
+    """Fraction of samples where the network's argmax equals the label."""
+    with torch.inference_mode():
+        pred = torch.cat(
+            [
+                net(f, h).argmax(1)
+                for f, h in zip(features.split(4096), history.split(4096), strict=True)
+            ]
+        )
+    return float((pred == label).float().mean())
+
+
+def train_imitation(
+    net: nn.Module,
+    scenario: ScenarioConfig,
+    cfg: ImitationConfig,
+    seed: int,
+    log: Callable[[str, float, int], None] | None = None,
+) -> ImitationResult:
+    """Train ``net`` (any architecture of ``common.models``) on oracle labels, in place."""
+    feat_scale, hist_scale = feature_scale(scenario)
+    parts: list[TaskDataset] = []
+    losses: list[float] = []
+    for round_ in range(cfg.dagger_rounds + 1):
+        # round 0 follows the oracle; later rounds follow the network being trained (DAgger)
+        behaviour = make_policy("oracle") if round_ == 0 else NetPolicy(net, feat_scale, hist_scale)
+        parts.append(collect_dataset(scenario, behaviour, cfg.episodes, seed + 1000 * round_))
+        data = normalize(TaskDataset.concat(parts), scenario)
+
+        def loss_fn(model: nn.Module, idx: torch.Tensor, step: int, data=data) -> torch.Tensor:
+            return F.cross_entropy(model(data.features[idx], data.history[idx]), data.label[idx])
+
+        steps = cfg.steps if round_ == 0 else max(1, cfg.steps // 2)
+        round_losses = fit(
+            net, len(data), loss_fn, steps, cfg.batch_size, cfg.lr, seed + round_,
+            weight_decay=cfg.weight_decay,
+        )  # fmt: skip
+        losses += round_losses
+        if log is not None:
+            log("losses/imitation_ce", round_losses[-1], len(losses))
+    last = normalize(parts[-1], scenario)
+    acc = accuracy(net, last.features, last.history, last.label)
+    if log is not None:
+        log("charts/imitation_accuracy", acc, len(losses))
+    return ImitationResult(net, losses, acc, sum(len(p) for p in parts))
