@@ -239,9 +239,9 @@ def initial_weight(backend: Backend, packed: np.ndarray) -> float:
     """The power of two ``s <= INITIAL_TOTAL`` that keeps ``s·packed`` within half of what the
     backend encrypts (so the parameter set's headroom for sums is untouched)."""
     peak = float(np.abs(packed).max()) if packed.size else 0.0
-    if peak == 0.0:
+    room = backend.max_abs_value / 2.0 / peak if peak > 0 else math.inf
+    if not math.isfinite(room):  # the plaintext backend has no limit
         return INITIAL_TOTAL
-    room = backend.max_abs_value / 2.0 / peak
     return float(min(INITIAL_TOTAL, 2.0 ** max(0, int(np.floor(np.log2(room))))))
 
 

@@ -34,12 +34,27 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-@pytest.mark.slow
-def test_keco_with_ckks_end_to_end(tmp_path):
-    r = run(tmp_path)
+@pytest.fixture(scope="module")
+def ckks_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ckks")
+    r = run(run_dir)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"report: {tmp_path}/report.md" in r.stdout
-    res = results(tmp_path)
+    return run_dir, r
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("plain")
+    r = run(run_dir, "he=off")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_dir, r
+
+
+@pytest.mark.slow
+def test_keco_with_ckks_end_to_end(ckks_run):
+    run_dir, r = ckks_run
+    assert f"report: {run_dir}/report.md" in r.stdout
+    res = results(run_dir)
     assert [row["round"] for row in res["rounds"]] == [1, 2]
     for row in res["rounds"]:
         assert row["set_x"] == 3 and row["rejected"] == 0
@@ -51,15 +66,25 @@ def test_keco_with_ckks_end_to_end(tmp_path):
         assert name in res["policies"] and "qoe" in res["policies"][name]
     assert res["policies"]["student"]["params"] > 0 and res["policies"]["student"]["infer_us"] > 0
     # the server side holds only the public context; the secret one stays with the key owner
-    assert (tmp_path / "public.ctx").stat().st_size < (tmp_path / "secret.ctx").stat().st_size
+    assert (run_dir / "public.ctx").stat().st_size < (run_dir / "secret.ctx").stat().st_size
     for name in ("report.md", "rounds_qoe.png", "rounds_bytes.png", "policies.png"):
-        assert (tmp_path / name).exists()
+        assert (run_dir / name).exists()
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted_run(tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run(straight, "he=off").returncode == 0
+def test_encryption_does_not_change_learning(ckks_run, plain_run):
+    he, plain = results(ckks_run[0]), results(plain_run[0])
+    for a, b in zip(he["rounds"], plain["rounds"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+        assert a["eval_qoe"] == pytest.approx(b["eval_qoe"], rel=1e-9)
+        assert a["bytes_up"] > 5 * b["bytes_up"]  # ciphertexts are much larger than floats
+    q_he, q_plain = he["policies"]["student"]["qoe"], plain["policies"]["student"]["qoe"]
+    assert abs(q_he - q_plain) <= 0.01 * abs(q_plain)
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted_run(tmp_path, plain_run):
+    straight, resumed = plain_run[0], tmp_path / "resumed"
     assert run(resumed, "he=off", "federation.rounds=1").returncode == 0
     r = run(resumed, "he=off", "experiment.resume=true")
     assert r.returncode == 0, r.stderr[-3000:]
