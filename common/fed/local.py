@@ -38,19 +38,24 @@ from common.training import fit
 ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH = "x", "u", "v"
 
 GRID_BITS = 14
-"""Decrypted global values are rounded to a 2^-14 grid (see :func:`canonical`)."""
+"""Decrypted global values are mapped to cells of width 2^-14 (see :func:`canonical`)."""
+GRID_PHASE = 0.3183098861837907
+"""Offset (1/π) of the cell boundaries: not a dyadic or decimal fraction (see below)."""
 
 
 def canonical(values: np.ndarray) -> np.ndarray:
-    """Round decrypted global values to a 2^-14 fixed-point grid.
+    """Map decrypted global values to the centres of cells of width 2^-14.
 
-    CKKS decryption adds ~1e-10 of noise, and float32 training amplifies any difference in the
-    starting weights, so without this an encrypted and a plaintext run drift apart round after
-    round. The grid is far coarser than the noise (a value lands on another grid point with
-    probability ~1e-6) and far finer than anything learning notices (Adam steps are ~1e-3),
-    so both modes give clients the same bits.
+    CKKS decryption adds ~1e-13 of noise after the division by Σ n_i, and float32 training
+    amplifies any difference in the starting weights, so without this an encrypted and a
+    plaintext run drift apart round after round. The cells are far wider than the noise and far
+    narrower than anything learning notices (Adam steps are ~1e-3), so both modes give clients
+    the same bits. The boundaries sit at ``(m − 1/π)·2^-14``, not at dyadic points: weighted
+    means of float32 weights with equal n_i are short dyadic/decimal fractions that plain
+    rounding boundaries (``(m + ½)·2^-14``) can hit exactly, where noise would decide the side.
     """
-    return np.round(np.asarray(values, dtype=np.float64) * 2.0**GRID_BITS) / 2.0**GRID_BITS
+    scaled = np.asarray(values, dtype=np.float64) * 2.0**GRID_BITS
+    return (np.floor(scaled + GRID_PHASE) + 0.5 - GRID_PHASE) / 2.0**GRID_BITS
 
 
 def round_seed(seed: int, partition_id: int, server_round: int, purpose: int) -> int:

@@ -106,3 +106,9 @@ def test_canonical_makes_ckks_and_plaintext_views_identical(keys):
     assert 0 < np.abs(decrypted - values).max() < 1e-11  # CKKS noise is there...
     np.testing.assert_array_equal(canonical(decrypted), canonical(values))  # ...and gone
     assert np.abs(canonical(values) - values).max() <= 2.0**-15
+    # means of float32 weights with equal weights n_i are short fractions; they must not sit on
+    # a cell boundary, where CKKS noise would decide the side (plain rounding fails this)
+    structured = np.arange(-4096, 4096) / 2.0**15  # includes every midpoint of a 2^-14 grid
+    noisy = structured + 1e-12 * rng.choice([-1.0, 1.0], structured.shape)
+    np.testing.assert_array_equal(canonical(noisy), canonical(structured))
+    assert (np.round(noisy * 2**14) != np.round(structured * 2**14)).any()
