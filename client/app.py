@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -15,13 +16,19 @@ from flwr.clientapp import ClientApp
 from client.device import Device
 from common.config import FederatedRunConfig, federated_from_run_config
 
-_devices: dict[tuple[str, int], Device] = {}
+_devices: dict[tuple[FederatedRunConfig, int], Device] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(run_config: tuple[tuple[str, object], ...]) -> FederatedRunConfig:
+    """Flower's run config, composed once per distinct run config (not per message)."""
+    return federated_from_run_config(dict(run_config))
 
 
 def _device(cfg: FederatedRunConfig | None, context: Context) -> Device:
-    cfg = cfg or federated_from_run_config(context.run_config)
+    cfg = cfg or _parsed(tuple(sorted(context.run_config.items())))
     pid = int(context.node_config["partition-id"])
-    key = (cfg.run_dir, pid)
+    key = (cfg, pid)  # a different run config in the same process gets its own device
     if key not in _devices:
         torch.set_num_threads(1)  # many clients share few cores
         state_dir = Path(str(context.node_config.get("state-dir", Path(cfg.run_dir) / "clients")))

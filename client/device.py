@@ -7,6 +7,7 @@ one ``Device`` per (run directory, partition) in memory; the local state also li
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,18 @@ class Device:
     def _state_path(self, server_round: int) -> Path:
         return self.state_dir / f"client-{self.partition_id}-r{server_round}.npz"
 
+    def _saved_rounds(self) -> list[int]:
+        """Rounds with a saved state (temporary files of an interrupted save are ignored)."""
+        pattern = re.compile(rf"client-{self.partition_id}-r(\d+)\.npz")
+        if not self.state_dir.exists():
+            return []
+        found = (pattern.fullmatch(p.name) for p in self.state_dir.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
     def _load_state(self, server_round: int) -> LocalState:
-        rounds = sorted(
-            int(p.stem.rsplit("-r", 1)[1])
-            for p in self.state_dir.glob(f"client-{self.partition_id}-r*.npz")
-        )
-        before = [r for r in rounds if r < server_round]
+        """The state after the latest round before ``server_round``; later files (an older run
+        in the same directory, or a round the server never checkpointed) are not used."""
+        before = [r for r in self._saved_rounds() if r < server_round]
         if not before:
             return LocalState.empty(self.cfg.scenario)
         return LocalState.load(self._state_path(before[-1]), self.cfg.scenario)
@@ -81,12 +88,9 @@ class Device:
     def _save_state(self, state: LocalState, server_round: int) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state.save(self._state_path(server_round))
-        paths = sorted(
-            self.state_dir.glob(f"client-{self.partition_id}-r*.npz"),
-            key=lambda p: int(p.stem.rsplit("-r", 1)[1]),
-        )
-        for old in paths[:-KEEP_STATES]:
-            old.unlink(missing_ok=True)
+        for r in self._saved_rounds():
+            if r > server_round or r <= server_round - KEEP_STATES:
+                self._state_path(r).unlink(missing_ok=True)
 
     # ---- KECO ------------------------------------------------------------------------------
     def _global(self, content: RecordDict) -> tuple[RoundSettings, np.ndarray, np.ndarray]:

@@ -891,10 +891,11 @@ class FederationConfig:
         _check_unit(self.heterogeneity, "federation.heterogeneity")
         _check_positive(self.client_cpus, "federation.client_cpus")
         _check_positive(self.timeout_s, "federation.timeout_s")
-        if self.min_replies > self.num_clients:
+        sampled = max(1, math.ceil(self.num_clients * self.fraction_train))
+        if self.min_replies > sampled:
             raise ConfigError(
-                f"federation.min_replies ({self.min_replies}) exceeds federation.num_clients "
-                f"({self.num_clients})"
+                f"federation.min_replies ({self.min_replies}) exceeds the clients sampled per "
+                f"round ({sampled} = num_clients × fraction_train); lower it or sample more"
             )
         return self
 
@@ -968,6 +969,11 @@ class StrategyConfig:
         if not isinstance(self.correction, bool):
             raise ConfigError(f"strategy.correction must be true or false, got {self.correction!r}")
         self.delta.validate("strategy.delta")
+        if self.name == "fedavg" and (self.delta.kind != "constant" or self.delta.start != 1.0):
+            raise ConfigError(
+                "strategy=fedavg trains on hard labels only: strategy.delta must stay "
+                "{kind: constant, start: 1.0}"
+            )
         _check_positive(self.temperature, "strategy.temperature")
         if self.deadline_s is not None:
             _check_positive(self.deadline_s, "strategy.deadline_s")
@@ -1005,8 +1011,8 @@ class FederatedRunConfig:
                 "strategy=fedavg sends plaintext weights through Flower's FedAvg; use he=off "
                 "with it (KECO is the encrypted strategy)"
             )
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         _check_positive_int(self.final_eval_episodes, "experiment.final_eval_episodes")
         from common.mec.policies import POLICIES
 

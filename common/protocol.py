@@ -257,14 +257,16 @@ def read_global(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Client side: decrypt the global sums and divide by the totals; return ``(W, G)``.
 
-    ``G`` includes KECO's correction Δ = U/Σ_u n − V/Σ_v n for the terms that are present.
+    ``G`` includes KECO's correction Δ = U/Σ_u n − V/Σ_v n when both late sets are present.
     """
     packed_len = expected_length(ROLE_ON_TIME, model_length, num_classes)
     flat = backend.decrypt(_checked(sums.x.payload, packed_len)) / sums.x.total
     model, soft_labels = unpack_model_and_labels(flat, model_length, num_classes)
     table_len = num_classes * num_classes
-    for term, sign in ((sums.u, 1.0), (sums.v, -1.0)):
-        if term is not None:
+    # Δ is the difference between stale (u) and fresh (v) late logits: with one side missing
+    # it would subtract (or add) a whole soft-label table, so it needs both
+    if sums.u is not None and sums.v is not None:
+        for term, sign in ((sums.u, 1.0), (sums.v, -1.0)):
             late = backend.decrypt(_checked(term.payload, table_len)) / term.total
             soft_labels = soft_labels + sign * late.reshape(num_classes, num_classes)
     return model, soft_labels

@@ -57,7 +57,10 @@ def _digest(message: Message) -> str:
             h.update(name.encode() + key.encode() + arr.data)
     for name in sorted(content.config_records):
         for key, value in sorted(content.config_records[name].items()):
-            h.update(name.encode() + key.encode() + repr(value).encode())
+            h.update(name.encode() + key.encode())
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                h.update(item if isinstance(item, bytes) else repr(item).encode())
     for name in sorted(content.metric_records):
         h.update(name.encode() + repr(sorted(content.metric_records[name].items())).encode())
     return h.hexdigest()
@@ -73,12 +76,18 @@ def save_checkpoint(run_dir: Path, server_round: int, arrays: ArrayRecord, histo
     """Write ``arrays`` and ``history`` after ``server_round`` (atomic replace)."""
     ckpt = run_dir / CHECKPOINT_DIR
     ckpt.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt / "arrays.tmp.npz"
+    # the arrays of each round get their own file; state.json, replaced last, names the one
+    # that belongs to it, so a crash at any point leaves a consistent checkpoint
+    name = f"arrays-r{server_round}.npz"
+    tmp = ckpt / f".{name}.tmp.npz"
     np.savez(tmp, **{k: v.numpy() for k, v in arrays.items()})
-    tmp.replace(ckpt / "arrays.npz")
-    state = ckpt / "state.tmp.json"
-    state.write_text(json.dumps({"round": server_round, "history": history}))
+    tmp.replace(ckpt / name)
+    state = ckpt / ".state.tmp.json"
+    state.write_text(json.dumps({"round": server_round, "arrays": name, "history": history}))
     state.replace(ckpt / "state.json")
+    for old in ckpt.glob("arrays-r*.npz"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load_checkpoint(run_dir: Path) -> tuple[int, ArrayRecord, list[dict]] | None:
@@ -87,7 +96,7 @@ def load_checkpoint(run_dir: Path) -> tuple[int, ArrayRecord, list[dict]] | None
     if not (ckpt / "state.json").exists():
         return None
     state = json.loads((ckpt / "state.json").read_text())
-    with np.load(ckpt / "arrays.npz") as z:
+    with np.load(ckpt / state["arrays"]) as z:
         arrays = ArrayRecord({k: Array(z[k]) for k in z.files})
     return int(state["round"]), arrays, list(state["history"])
 

@@ -200,6 +200,7 @@ class Keco(Strategy):
         totals = dict.fromkeys(ROLES, 0.0)
         rejected: list[tuple[int, str]] = []
         failed = ignored = bytes_up = 0
+        key_weight: dict[str, float] = {}
         weighted: dict[str, float] = {}
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -225,6 +226,7 @@ class Keco(Strategy):
             totals[upload.role] += upload.num_examples
             for key, value in client_metrics.items():
                 weighted[key] = weighted.get(key, 0.0) + upload.num_examples * value
+                key_weight[key] = key_weight.get(key, 0.0) + upload.num_examples
         used = sum(s.count for s in sums.values())
         if used < self.min_replies or sums[ROLE_ON_TIME].count == 0:
             reasons = "; ".join(f"node {n}: {r}" for n, r in rejected) or "none"
@@ -241,8 +243,9 @@ class Keco(Strategy):
         self.global_sums = GlobalSums(
             terms[ROLE_ON_TIME], terms.get(ROLE_STALE), terms.get(ROLE_FRESH)
         )
-        weight = sum(totals.values())
-        metrics = {key: value / weight for key, value in weighted.items()}
+        # each metric is averaged over the clients that reported it (late clients do not train,
+        # so they report no train_loss)
+        metrics = {key: value / key_weight[key] for key, value in weighted.items()}
         metrics.update(
             {
                 "set_x": sums[ROLE_ON_TIME].count,

@@ -120,7 +120,8 @@ class LocalState:
         extra = {}
         if self.stale_table is not None:
             extra = {"stale_table": self.stale_table}
-        tmp = Path(f"{path}.tmp.npz")
+        path = Path(path)
+        tmp = path.with_name(f".{path.stem}.tmp.npz")  # hidden: never mistaken for a state
         np.savez(
             tmp, features=self.features, history=self.history, label=self.label,
             stale_n=self.stale_n, stale_round=self.stale_round, **extra,

@@ -24,11 +24,20 @@ PROXY_SEED_OFFSET = 1_000_000
 
 
 def ensure_keys(cfg: FederatedRunConfig) -> None:
-    """Create ``secret.ctx`` / ``public.ctx`` in the run directory unless they exist."""
+    """Create ``secret.ctx`` / ``public.ctx`` in a run directory that has neither (simulation).
+
+    A directory provisioned with only ``public.ctx`` (a server's) is used as it is: the server
+    needs nothing else, and no secret key is ever written next to it.
+    """
     run_dir = Path(cfg.run_dir)
     if not cfg.he.enabled:
         return
-    if not (run_dir / SECRET_CONTEXT_FILE).exists() or not (run_dir / PUBLIC_CONTEXT_FILE).exists():
+    if not (run_dir / PUBLIC_CONTEXT_FILE).exists():
+        if (run_dir / SECRET_CONTEXT_FILE).exists():
+            raise ConfigError(
+                f"{run_dir} holds {SECRET_CONTEXT_FILE} but no {PUBLIC_CONTEXT_FILE}; provision "
+                f"both (python -m common.crypto.keygen) or use a fresh run directory"
+            )
         cmd = [sys.executable, "-m", "common.crypto.keygen", "--he", cfg.he.name, "--out",
                str(run_dir)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)

@@ -57,3 +57,20 @@ def test_unknown_preset_lists_valid_ones():
 def test_bad_pressure():
     with pytest.raises(ConfigError, match="scenario.pressure.cpu_level"):
         load_scenario("keco", pressure={"cpu_level": 1.0})
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["federation.fraction_train=0.3", "federation.min_replies=5"], "federation.min_replies"),
+        (["seed=-1"], "seed must be an integer >= 0"),
+        (["strategy=fedavg", "he=off", "strategy.delta.start=0.5"], "strategy.delta"),
+        (["strategy.local.logits_source=oracle"], "strategy.local.logits_source"),
+        (["experiment.heuristics=[psychic]"], "experiment.heuristics"),
+    ],
+)
+def test_federation_config_errors_name_the_field(overrides, match):
+    from common.config import compose, federated_from_dict
+
+    with pytest.raises(ConfigError, match=match):
+        federated_from_dict(compose(["experiment=federation", *overrides]), "/tmp/unused")

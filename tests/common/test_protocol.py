@@ -77,6 +77,9 @@ def test_global_sums_survive_records_and_arrays_with_correction(plain):
     only_x = GlobalSums(x)
     assert set(only_x.to_records()) == {"keco.global.x"}
     np.testing.assert_array_equal(read_global(plain, only_x, 5, 3)[1], np.ones((3, 3)))
+    # Δ is stale minus fresh logits: with one late set missing it is not applied
+    for one_sided in (GlobalSums(x, u, None), GlobalSums(x, None, v)):
+        np.testing.assert_array_equal(read_global(plain, one_sided, 5, 3)[1], np.ones((3, 3)))
     with pytest.raises(PayloadError, match="length 14, expected 15"):
         read_global(plain, sums, 6, 3)
     with pytest.raises(PayloadError, match="total 0"):

@@ -105,23 +105,30 @@ def test_deadline_makes_clients_late_and_delta_is_applied(tmp_path):
     from common.fed import build_student, client_profile, compute_seconds
     from common.models import build_for_scenario, count_params
 
+    # a large teacher makes the logits a large part of a client's work, so that one deadline
+    # can leave two fast clients on time (x), one slow client with fresh logits (v) and the
+    # slowest with only the stale logits of its previous round (u)
     extra = ["he=off", "federation.heterogeneity=1.0", "federation.num_clients=4",
-             "strategy.local.speed_gflops=0.2", "strategy.local.buffer_size=60"]  # fmt: skip
+             "strategy.local.speed_gflops=0.2", "strategy.local.buffer_size=60",
+             "model.hidden=[512,512]"]  # fmt: skip
     cfg = federated_from_dict(compose(TINY + extra), tmp_path)
     speeds = sorted(
         client_profile(cfg.scenario, i, 1.0, 0.2, cfg.seed).speed_gflops for i in range(4)
     )
     p_student = count_params(build_student(cfg))
     p_teacher = count_params(build_for_scenario(cfg.teacher, cfg.scenario))
-    slow = compute_seconds(60, cfg.strategy.local.epochs, p_student, p_teacher, speeds[1])[1]
-    fast = compute_seconds(60, cfg.strategy.local.epochs, p_student, p_teacher, speeds[2])[1]
-    assert fast < slow  # this seed gives two fast and two slow clients
-    deadline = (fast * slow) ** 0.5  # a full buffer keeps the slow half late, the fast on time
-    r = run(tmp_path, *extra, f"strategy.deadline_s={deadline}")
+    times = [
+        compute_seconds(60, cfg.strategy.local.epochs, p_student, p_teacher, s) for s in speeds
+    ]
+    (logits_u, _), (logits_v, train_v), (_, train_x) = times[0], times[1], times[2]
+    low, high = max(logits_v, train_x), min(train_v, logits_u)
+    assert low < high  # this seed's speeds admit such a deadline
+    r = run(tmp_path, *extra, f"strategy.deadline_s={(low * high) ** 0.5}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = results(tmp_path)["rounds"]
-    assert all(row["set_x"] >= 2 for row in rows)
-    assert rows[-1]["set_u"] + rows[-1]["set_v"] == 2
+    last = rows[-1]
+    assert (last["set_x"], last["set_u"], last["set_v"]) == (2, 1, 1)  # Δ = u − v is applied
+    assert rows[0]["set_u"] == 0  # no client has stale logits in round 1
 
 
 def test_bad_config_fails_before_ray_starts(tmp_path):

@@ -125,7 +125,7 @@ def test_two_rounds_through_flower_simulation(keys, tmp_path, monkeypatch):
     model1 = model0 + (10 * 1 + 20 * 2 + 30 * 3) / 60
     soft1 = soft0 + (20 * 1 + 30 * 2) / 60
     model2 = model1 + (10 * 1 + 20 * 2) / 30
-    soft2 = soft1 + (20 * 1) / 30 - (soft1 + 2)  # Δ = −(Σ_v n G / Σ_v n), set u empty
+    soft2 = soft1 + (20 * 1) / 30  # set u empty: Δ needs stale and fresh logits, so none
     assert np.max(np.abs(model - model2)) <= 1e-5
     assert np.max(np.abs(soft - soft2)) <= 1e-5
     round2 = out["train"]["2"]

@@ -60,7 +60,8 @@ def _expected(clients, correction=True):
 
     model = mean("x", "W")
     soft = mean("x", "G")
-    if correction:
+    roles = {c["role"] for c in clients}
+    if correction and {"u", "v"} <= roles:  # Δ needs both stale and fresh late logits
         soft = soft + mean("u", "G") - mean("v", "G")
     return model, soft
 

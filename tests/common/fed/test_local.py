@@ -112,3 +112,27 @@ def test_canonical_makes_ckks_and_plaintext_views_identical(keys):
     noisy = structured + 1e-12 * rng.choice([-1.0, 1.0], structured.shape)
     np.testing.assert_array_equal(canonical(noisy), canonical(structured))
     assert (np.round(noisy * 2**14) != np.round(structured * 2**14)).any()
+
+
+def test_device_state_files_ignore_leftovers(cfg, tmp_path):
+    from client.device import Device
+
+    dev = Device.__new__(Device)  # only the state-file logic, no keys or teacher needed
+    dev.cfg, dev.partition_id, dev.state_dir = cfg, 0, tmp_path
+    state = LocalState.empty(cfg.scenario)
+    state.append(np.ones((3, cfg.scenario.n_edges + 4), np.float32),
+                 np.zeros((3, cfg.scenario.history_slots, cfg.scenario.n_edges), np.float32),
+                 np.arange(3), cap=10)  # fmt: skip
+    # an older run left rounds 9 and 10, and an interrupted save left a temporary file
+    for r in (9, 10):
+        LocalState.empty(cfg.scenario).save(tmp_path / f"client-0-r{r}.npz")
+    (tmp_path / ".client-0-r11.tmp.npz").write_bytes(b"partial")
+    assert len(dev._load_state(1).label) == 0  # nothing before round 1
+    dev._save_state(state, 1)
+    assert len(dev._load_state(2).label) == 3  # round 1's state, not the old run's
+    assert sorted(p.name for p in tmp_path.glob("client-*")) == ["client-0-r1.npz"]
+    dev._save_state(state, 2)
+    dev._save_state(state, 3)
+    assert sorted(p.name for p in tmp_path.glob("client-*")) == [
+        "client-0-r2.npz", "client-0-r3.npz",
+    ]  # fmt: skip
