@@ -79,15 +79,9 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray:
     backend = make_backend(cfg.he, Path(cfg.run_dir) / SECRET_CONTEXT_FILE)
     n_classes = cfg.scenario.n_edges + 1
     w, _ = read_global(
-        backend, GlobalSums.from_arrays(arrays), len(build_student_w0(cfg)), n_classes
+        backend, GlobalSums.from_arrays(arrays), count_params(build_student(cfg)), n_classes
     )
     return canonical(w)  # exactly what the clients load
-
-
-def build_student_w0(cfg: FederatedRunConfig) -> np.ndarray:
-    from common.models import flatten_params
-
-    return flatten_params(build_student(cfg))
 
 
 def compare(cfg: FederatedRunConfig, weights: np.ndarray) -> dict[str, dict[str, Any]]:
