@@ -7,6 +7,7 @@ one ``Device`` per (run directory, partition) in memory; the local state also li
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from common.config import FederatedRunConfig
+from common.config import FederatedRunConfig, HEConfig, ModelConfig, ScenarioConfig
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
 from common.fed import (
     LocalState,
@@ -24,6 +25,7 @@ from common.fed import (
     load_teacher,
     train_round,
 )
+from common.fed.prepare import TEACHER_FILE
 from common.protocol import (
     CONFIG,
     EVAL_WEIGHT,
@@ -38,6 +40,19 @@ STUDENT_KEY = "student"
 KEEP_STATES = 2
 
 
+@functools.lru_cache(maxsize=4)
+def _backend(he: HEConfig, path: str):
+    """One secret context per process, shared by all the devices it hosts (a CKKS context
+    holds MBs of keys; a Ray actor may host hundreds of virtual clients)."""
+    return make_backend(he, Path(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _teacher(path: str, model: ModelConfig, scenario: ScenarioConfig):
+    """The teacher, loaded once per process; it is only used for inference."""
+    return load_teacher(path, model, scenario)
+
+
 def _configs(content: RecordDict) -> dict[str, dict[str, Any]]:
     return {name: dict(record) for name, record in content.config_records.items()}
 
@@ -49,7 +64,16 @@ def _metrics(values: dict[str, float]) -> MetricRecord:
 class Device:
     """A client of the federation (a group of MEC devices with one profile)."""
 
-    def __init__(self, cfg: FederatedRunConfig, partition_id: int, state_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: FederatedRunConfig,
+        partition_id: int,
+        state_dir: Path,
+        secret_context: Path | None = None,
+        teacher_path: Path | None = None,
+    ) -> None:
+        """``secret_context`` and ``teacher_path`` default to the files in the run directory
+        (simulation); a deployed SuperNode names its provisioned files in its node config."""
         self.cfg = cfg
         self.profile = client_profile(
             cfg.scenario, partition_id, cfg.federation.heterogeneity,
@@ -60,10 +84,11 @@ class Device:
         run_dir = Path(cfg.run_dir)
         self.backend = None
         if cfg.strategy.name == "keco":
-            self.backend = make_backend(cfg.he, run_dir / SECRET_CONTEXT_FILE)
+            self.backend = _backend(cfg.he, str(secret_context or run_dir / SECRET_CONTEXT_FILE))
         self.teacher = None
         if cfg.strategy.local.logits_source == "teacher" and cfg.strategy.name == "keco":
-            self.teacher = load_teacher(run_dir / "teacher.pt", cfg.teacher, cfg.scenario)
+            path = str(teacher_path or run_dir / TEACHER_FILE)
+            self.teacher = _teacher(path, cfg.teacher, cfg.scenario)
 
     # ---- local state, one file per finished round --------------------------------------
     def _state_path(self, server_round: int) -> Path:
