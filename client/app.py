@@ -2,6 +2,17 @@
 
 ``client.app:app`` reads the run config from Flower's run config (``flwr run .``);
 :func:`build_client_app` binds a typed config instead (the Hydra-driven Ray simulation).
+
+A SuperNode describes itself in its node config (``flower-supernode --node-config``):
+
+* ``partition-id`` (required): which device group this node is (its non-IID profile);
+* ``state-dir``: where the node keeps its local state between rounds
+  (default ``<run-dir>/clients``, the simulation's shared directory);
+* ``secret-context``: the node's provisioned CKKS secret context (default
+  ``<run-dir>/secret.ctx``, which only a simulation's run directory holds);
+* ``teacher``: the provisioned teacher file (default ``<run-dir>/teacher.pt``).
+
+A deployed SuperNode names all three, so it never reads the server's run directory.
 """
 
 from __future__ import annotations
@@ -14,7 +25,12 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client.device import Device
-from common.config import FederatedRunConfig, federated_from_run_config
+from common.config import ConfigError, FederatedRunConfig, federated_from_run_config
+
+NODE_PARTITION = "partition-id"
+NODE_STATE_DIR = "state-dir"
+NODE_SECRET_CONTEXT = "secret-context"
+NODE_TEACHER = "teacher"
 
 _devices: dict[tuple[FederatedRunConfig, int], Device] = {}
 
@@ -25,14 +41,53 @@ def _parsed(run_config: tuple[tuple[str, object], ...]) -> FederatedRunConfig:
     return federated_from_run_config(dict(run_config))
 
 
+def _node_file(context: Context, key: str) -> Path | None:
+    """A file named by the node config, which must exist when it is given."""
+    value = context.node_config.get(key)
+    if value is None or str(value) == "":
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"node config {key}={str(value)!r}: no such file on this SuperNode")
+    return path
+
+
+def node_settings(
+    context: Context, cfg: FederatedRunConfig
+) -> tuple[int, Path, Path | None, Path | None]:
+    """``(partition id, state dir, secret context, teacher)`` from the SuperNode's node config."""
+    if NODE_PARTITION not in context.node_config:
+        raise ConfigError(
+            f"the SuperNode has no {NODE_PARTITION!r} in its node config; start it with "
+            f"--node-config 'partition-id=<i> ...'"
+        )
+    try:
+        pid = int(context.node_config[NODE_PARTITION])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"node config {NODE_PARTITION} must be an integer, got "
+            f"{context.node_config[NODE_PARTITION]!r}"
+        ) from err
+    if pid < 0:
+        raise ConfigError(f"node config {NODE_PARTITION} must be >= 0, got {pid}")
+    state_dir = Path(str(context.node_config.get(NODE_STATE_DIR, Path(cfg.run_dir) / "clients")))
+    return (
+        pid,
+        state_dir,
+        _node_file(context, NODE_SECRET_CONTEXT),
+        _node_file(context, NODE_TEACHER),
+    )
+
+
 def _device(cfg: FederatedRunConfig | None, context: Context) -> Device:
     cfg = cfg or _parsed(tuple(sorted(context.run_config.items())))
-    pid = int(context.node_config["partition-id"])
+    pid, state_dir, secret_context, teacher = node_settings(context, cfg)
     key = (cfg, pid)  # a different run config in the same process gets its own device
     if key not in _devices:
         torch.set_num_threads(1)  # many clients share few cores
-        state_dir = Path(str(context.node_config.get("state-dir", Path(cfg.run_dir) / "clients")))
-        _devices[key] = Device(cfg, pid, state_dir)
+        _devices[key] = Device(
+            cfg, pid, state_dir, secret_context=secret_context, teacher_path=teacher
+        )
     return _devices[key]
 
 

@@ -15,13 +15,20 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from common.config import FederatedRunConfig, HEConfig, ModelConfig, ScenarioConfig
+from common.config import (
+    PLAINTEXT_STRATEGIES,
+    FederatedRunConfig,
+    HEConfig,
+    ModelConfig,
+    ScenarioConfig,
+)
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
 from common.fed import (
     LocalState,
     canonical,
     client_profile,
     evaluate_student,
+    initial_weights,
     load_teacher,
     train_round,
 )
@@ -37,6 +44,8 @@ from common.protocol import (
 )
 
 STUDENT_KEY = "student"
+EDGE_GROUP_KEY = "edge-group"
+"""FedMeta2Ag: the MEC-L edge server this client belongs to."""
 KEEP_STATES = 2
 
 
@@ -83,7 +92,7 @@ class Device:
         self.state_dir = state_dir
         run_dir = Path(cfg.run_dir)
         self.backend = None
-        if cfg.strategy.name == "keco":
+        if cfg.strategy.name not in PLAINTEXT_STRATEGIES:
             self.backend = _backend(cfg.he, str(secret_context or run_dir / SECRET_CONTEXT_FILE))
         self.teacher = None
         if cfg.strategy.local.logits_source == "teacher" and cfg.strategy.name == "keco":
@@ -128,37 +137,49 @@ class Device:
         return settings, canonical(w), canonical(g)
 
     def train(self, msg: Message) -> RecordDict:
-        if self.cfg.strategy.name == "fedavg":
-            return self._train_fedavg(msg)
+        if self.cfg.strategy.name in PLAINTEXT_STRATEGIES:
+            return self._train_plain(msg)
         s, w, g = self._global(msg.content)
         state = self._load_state(s.server_round)
+        distill_only = self.cfg.strategy.name == "feddistill"
+        if distill_only:  # no global model: the client continues its own
+            w = state.model if state.model is not None else initial_weights(self.cfg)
         result = train_round(
             self.cfg, self.profile, state, w, g, server_round=s.server_round, delta=s.delta,
             temperature=s.temperature, deadline_s=s.deadline_s, teacher=self.teacher,
         )  # fmt: skip
+        model = result.model
+        if distill_only and model is not None:
+            state.model, model = model, np.zeros(0)  # the weights stay on the device
         self._save_state(state, s.server_round)
         upload = build_upload(
             self.backend, result.role, result.num_examples, result.soft_labels,
-            result.model, result.logits_round,
+            model, result.logits_round,
         )  # fmt: skip
         records: dict[str, Any] = {n: ConfigRecord(r) for n, r in upload.to_records().items()}
         records[METRICS] = _metrics(result.metrics)
         return RecordDict(records)
 
     def evaluate(self, msg: Message) -> RecordDict:
-        if self.cfg.strategy.name == "fedavg":
+        if self.cfg.strategy.name in PLAINTEXT_STRATEGIES:
             w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
             server_round = int(msg.content.config_records["config"].get("server-round", 0))
         else:
             s, w, _ = self._global(msg.content)
             server_round = s.server_round
-        m = evaluate_student(self.cfg, self.profile, w, server_round)
+        state = self._load_state(server_round + 1)  # what this client has after the round
+        if self.cfg.strategy.name == "feddistill":  # each client runs its own model
+            w = state.model if state.model is not None else initial_weights(self.cfg)
+        m = evaluate_student(self.cfg, self.profile, w, server_round, state)
+        # every reply carries the same keys (FedAvg refuses to aggregate otherwise): drop the
+        # two that can be undefined on a small episode (no completed task) or are wall-clock
+        m = {k: v for k, v in m.items() if k not in ("delay_completed", "slots_per_s")}
         m[EVAL_WEIGHT] = m["tasks"]
         m["num-examples"] = m["tasks"]  # FedAvg weighs evaluation metrics by this key
         return RecordDict({METRICS: _metrics(m)})
 
-    # ---- FedAvg baseline: plaintext student weights, hard labels only -----------------------
-    def _train_fedavg(self, msg: Message) -> RecordDict:
+    # ---- FedAvg / FedMeta2Ag: plaintext student weights, hard labels only ----------------
+    def _train_plain(self, msg: Message) -> RecordDict:
         config = dict(msg.content.config_records["config"])
         server_round = int(config.get("server-round", 0))
         w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
@@ -173,4 +194,6 @@ class Device:
         self._save_state(state, server_round)
         arrays = ArrayRecord({STUDENT_KEY: Array(result.model.astype(np.float32))})
         metrics = {**result.metrics, "num-examples": result.num_examples}
+        if self.cfg.strategy.name == "fedmeta2ag":
+            metrics[EDGE_GROUP_KEY] = self.partition_id % self.cfg.strategy.edge_servers
         return RecordDict({"arrays": arrays, "metrics": _metrics(metrics)})

@@ -65,11 +65,22 @@ def _has(rows: Sequence[dict], key: str) -> bool:
     return any(key in row for row in rows)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
+def save_figure(
+    fig: plt.Figure, path: Path, rect: tuple[float, float, float, float] | None = None
+) -> Path:
+    """Lay ``fig`` out, write it to ``path`` at :data:`DPI`, close it and return ``path``.
+
+    ``rect`` (figure fractions left, bottom, right, top) keeps the axes inside a box, e.g. to
+    leave a strip above them for a title and a legend shared by all panels.
+    """
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    return save_figure(fig, path)
 
 
 # ---- figures ---------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 ``server.app:app`` reads the run config from Flower's run config (``flwr run .``) and prepares
 the run directory (keys generated in a separate process, teacher) if needed;
 :func:`build_server_app` binds a typed config (the Hydra-driven Ray simulation).
+
+In a deployment (``python -m experiments.deploy``, docker-compose) the run directory is
+provisioned by the key owner with ``public.ctx`` (and the teacher) only, marked by
+``provisioned.json``: the ServerApp then generates nothing and refuses to start if the secret
+context is there or the public one is missing (:func:`common.fed.prepare.ensure_keys`).
 """
 
 from __future__ import annotations

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from common.config import FederatedRunConfig
+from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.crypto import PUBLIC_CONTEXT_FILE, make_backend
 from common.distill import schedule_value
-from common.models import build_for_scenario, flatten_params
+from common.fed import initial_weights
 from common.protocol import initial_arrays
+from server.fedmeta2ag import FedMeta2Ag
 from server.loop import run_rounds
 from server.strategy import Keco
 
@@ -31,10 +31,13 @@ STUDENT_KEY = "student"
 
 
 def initial_model(cfg: FederatedRunConfig) -> tuple[np.ndarray, np.ndarray]:
-    """W_0 (the seeded student initialisation) and G_0 (zeros: no soft-label knowledge yet)."""
-    torch.manual_seed(cfg.seed)
-    w0 = flatten_params(build_for_scenario(cfg.student, cfg.scenario))
+    """W_0 (the seeded student initialisation) and G_0 (zeros: no soft-label knowledge yet).
+
+    Under ``feddistill`` no weights are exchanged: W_0 is empty and each client starts from
+    its own copy of the seeded initialisation.
+    """
     n_classes = cfg.scenario.n_edges + 1
+    w0 = np.zeros(0) if cfg.strategy.name == "feddistill" else initial_weights(cfg)
     return w0, np.zeros((n_classes, n_classes))
 
 
@@ -42,14 +45,17 @@ def build_strategy(cfg: FederatedRunConfig):
     """The strategy of ``cfg.strategy.name`` and its initial arrays."""
     fed, st = cfg.federation, cfg.strategy
     w0, g0 = initial_model(cfg)
-    n_train = max(1, math.ceil(fed.num_clients * fed.fraction_train))
-    n_eval = max(1, math.ceil(fed.num_clients * fed.fraction_evaluate))
+    n_train = max(1, math.ceil(fed.available * fed.fraction_train))
+    n_eval = max(1, math.ceil(fed.available * fed.fraction_evaluate))
     common = dict(
         fraction_train=fed.fraction_train, fraction_evaluate=fed.fraction_evaluate,
-        min_train_nodes=n_train, min_evaluate_nodes=n_eval, min_available_nodes=fed.num_clients,
+        min_train_nodes=n_train, min_evaluate_nodes=n_eval, min_available_nodes=fed.available,
     )  # fmt: skip
-    if st.name == "fedavg":
-        strategy = FedAvg(**common, weighted_by_key="num-examples")
+    if st.name in PLAINTEXT_STRATEGIES:
+        if st.name == "fedmeta2ag":
+            strategy = FedMeta2Ag(**common, weighted_by_key="num-examples", expected_length=len(w0))
+        else:
+            strategy = FedAvg(**common, weighted_by_key="num-examples")
         return strategy, ArrayRecord({STUDENT_KEY: Array(w0.astype(np.float32))})
     backend = make_backend(cfg.he, Path(cfg.run_dir) / PUBLIC_CONTEXT_FILE)
     strategy = Keco(
@@ -65,7 +71,7 @@ def build_strategy(cfg: FederatedRunConfig):
 
 def _row(server_round: int, train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"train_loss": train.get("train_loss")}
-    for key in ("set_x", "set_u", "set_v", "rejected", "failed", "train_accuracy"):
+    for key in ("set_x", "set_u", "set_v", "rejected", "failed", "train_accuracy", "edge_servers"):
         if key in train:
             row[key] = train[key]
     for key in ("qoe", "drop_ratio", "delay", "energy_total", "offload_ratio", "tasks"):
@@ -80,7 +86,7 @@ def run_server(grid: Grid, cfg: FederatedRunConfig) -> list[dict[str, Any]]:
     strategy, arrays = build_strategy(cfg)
     st = cfg.strategy
     fedavg_config = None
-    if st.name == "fedavg":  # FedAvg clients read the round's δ and T from the config record
+    if st.name in PLAINTEXT_STRATEGIES:  # their clients read δ_t and T from the config record
 
         def fedavg_config(r: int) -> ConfigRecord:
             return ConfigRecord(

@@ -135,9 +135,9 @@ class Keco(Strategy):
                 "the KECO server was given a context with the secret key; load public.ctx "
                 "(the server must not be able to decrypt)"
             )
-        if model_length <= 0 or num_classes < 2:
+        if model_length < 0 or num_classes < 2:
             raise ValueError(
-                f"model_length must be > 0 and num_classes >= 2, got {model_length}, {num_classes}"
+                f"model_length must be >= 0 and num_classes >= 2, got {model_length}, {num_classes}"
             )
         if min_replies < 1:
             raise ValueError(f"min_replies must be >= 1, got {min_replies}")

@@ -50,7 +50,10 @@ def pack_model_and_labels(model: np.ndarray, soft_labels: np.ndarray) -> np.ndar
     Packing both into one stream saves a ciphertext: 6,500 parameters plus a 33×33 table fill
     two 4,096-slot chunks (~0.47 MB) instead of three.
     """
-    return np.concatenate([as_flat(model, "model"), as_soft_label_table(soft_labels).ravel()])
+    model = np.asarray(model, dtype=np.float64).ravel()
+    if model.size:  # empty under feddistill: soft labels only, the weights stay on the device
+        model = as_flat(model, "model")
+    return np.concatenate([model, as_soft_label_table(soft_labels).ravel()])
 
 
 def unpack_model_and_labels(

@@ -74,6 +74,12 @@ def build_student(cfg: FederatedRunConfig, weights: np.ndarray | None = None) ->
     return net
 
 
+def initial_weights(cfg: FederatedRunConfig) -> np.ndarray:
+    """W_0: the seeded student initialisation every party derives the same way."""
+    torch.manual_seed(cfg.seed)
+    return flatten_params(build_for_scenario(cfg.student, cfg.scenario))
+
+
 def save_teacher(path: str | Path, net: nn.Module) -> None:
     torch.save(net.state_dict(), Path(path))
 
@@ -102,6 +108,8 @@ class LocalState:
     stale_table: np.ndarray | None = None
     stale_n: int = 0
     stale_round: int = 0
+    model: np.ndarray | None = None
+    """The client's own flat student (``feddistill``: weights never leave the device)."""
 
     @classmethod
     def empty(cls, scenario: ScenarioConfig) -> LocalState:
@@ -119,7 +127,9 @@ class LocalState:
     def save(self, path: str | Path) -> None:
         extra = {}
         if self.stale_table is not None:
-            extra = {"stale_table": self.stale_table}
+            extra["stale_table"] = self.stale_table
+        if self.model is not None:
+            extra["model"] = self.model
         path = Path(path)
         tmp = path.with_name(f".{path.stem}.tmp.npz")  # hidden: never mistaken for a state
         np.savez(
@@ -137,6 +147,7 @@ class LocalState:
                 z["features"], z["history"], z["label"],
                 z["stale_table"] if "stale_table" in z else None,
                 int(z["stale_n"]), int(z["stale_round"]),
+                z["model"] if "model" in z else None,
             )  # fmt: skip
 
 
@@ -225,7 +236,18 @@ def train_round(
         "buffer": float(n),
     }
     model = None
-    if role == ROLE_ON_TIME:
+    if role == ROLE_ON_TIME and cfg.strategy.name == "fedmeta2ag":
+        from common.fed.maml import meta_train
+
+        meta = cfg.strategy.meta
+        losses = meta_train(
+            student, f, h, y, inner_steps=meta.inner_steps, inner_lr=meta.inner_lr,
+            outer_lr=meta.outer_lr, tasks=meta.tasks, batch_size=local.batch_size,
+            seed=round_seed(cfg.seed, pid, server_round, 3),
+        )  # fmt: skip
+        metrics["train_loss"] = float(np.mean(losses[-max(1, len(losses) // 4) :]))
+        model = flatten_params(student)
+    elif role == ROLE_ON_TIME:
         g = torch.from_numpy(np.asarray(soft_labels, dtype=np.float32))
 
         def loss_fn(net: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
@@ -258,11 +280,32 @@ def train_round(
 
 
 def evaluate_student(
-    cfg: FederatedRunConfig, profile: ClientProfile, weights: np.ndarray, server_round: int
+    cfg: FederatedRunConfig,
+    profile: ClientProfile,
+    weights: np.ndarray,
+    server_round: int,
+    state: LocalState | None = None,
 ) -> dict[str, float]:
-    """The global student on fresh episodes of this client's devices (§3 metrics)."""
+    """The student on fresh episodes of this client's devices (§3 metrics).
+
+    Under ``fedmeta2ag`` the client first fine-tunes the global meta-model on its buffer
+    (``state``): MAML's meta-test, the personalisation the method is built for.
+    """
     feat_scale, hist_scale = feature_scale(cfg.scenario)
-    policy = NetPolicy(build_student(cfg, weights), feat_scale, hist_scale)
+    net = build_student(cfg, weights)
+    meta = cfg.strategy.meta
+    if cfg.strategy.name == "fedmeta2ag" and state is not None and len(state.label):
+        if meta.adapt_steps > 0:
+            from common.fed.maml import adapt
+
+            net = adapt(
+                net, torch.from_numpy(state.features / feat_scale).float(),
+                torch.from_numpy(state.history / hist_scale).float(),
+                torch.from_numpy(state.label).long(), steps=meta.adapt_steps, lr=meta.adapt_lr,
+                batch_size=cfg.strategy.local.batch_size,
+                seed=round_seed(cfg.seed, profile.partition_id, server_round, 5),
+            )  # fmt: skip
+    policy = NetPolicy(net, feat_scale, hist_scale)
     seed = round_seed(cfg.seed, profile.partition_id, server_round, 4)
     return evaluate_policy(
         cfg.scenario, policy, cfg.strategy.local.eval_episodes, seed,

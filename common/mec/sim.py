@@ -542,7 +542,7 @@ class MECBatch:
             self.share = active / np.maximum(m, 1)[:, None, :]
         else:
             cycles = (np.maximum(self.ep_rem, 0) + self.eq_mbit) * self.density[:, :, None]
-            w = np.sqrt(cycles) * active
+            w = np.sqrt(np.maximum(cycles, 0.0)) * active  # float dust can be -1e-17
             self.share = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
         self.history[:, :-1] = self.history[:, 1:]
         self.history[:, -1, :] = m

@@ -7,7 +7,7 @@ labelled by the oracle, so the network also learns to recover from states it vis
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import ImitationConfig, ScenarioConfig
-from common.mec import TaskDataset, collect_dataset, feature_scale
+from common.mec import DeviceProfile, TaskDataset, collect_dataset, feature_scale
 from common.mec.policies import make_policy
 from common.models import NetPolicy
 from common.training.common import fit, normalize
@@ -52,15 +52,29 @@ def train_imitation(
     cfg: ImitationConfig,
     seed: int,
     log: Callable[[str, float, int], None] | None = None,
+    profiles: Sequence[DeviceProfile | None] = (None,),
 ) -> ImitationResult:
-    """Train ``net`` (any architecture of ``common.models``) on oracle labels, in place."""
+    """Train ``net`` (any architecture of ``common.models``) on oracle labels, in place.
+
+    Every collection round simulates ``cfg.episodes`` episodes on each of ``profiles`` (the
+    devices of one or several clients; ``None`` = the scenario's own) and pools them.
+    """
     feat_scale, hist_scale = feature_scale(scenario)
     parts: list[TaskDataset] = []
     losses: list[float] = []
     for round_ in range(cfg.dagger_rounds + 1):
         # round 0 follows the oracle; later rounds follow the network being trained (DAgger)
         behaviour = make_policy("oracle") if round_ == 0 else NetPolicy(net, feat_scale, hist_scale)
-        parts.append(collect_dataset(scenario, behaviour, cfg.episodes, seed + 1000 * round_))
+        for i, profile in enumerate(profiles):
+            parts.append(
+                collect_dataset(
+                    scenario,
+                    behaviour,
+                    cfg.episodes,
+                    seed + 1000 * round_ + 100_003 * i,
+                    profile=profile,
+                )  # fmt: skip
+            )
         data = normalize(TaskDataset.concat(parts), scenario)
 
         def loss_fn(model: nn.Module, idx: torch.Tensor, step: int, data=data) -> torch.Tensor:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import FederatedRunConfig, federated_from_dict
+from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig, federated_from_dict
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
-from common.fed import build_student, canonical, load_teacher
+from common.fed import LocalState, build_student, canonical, load_teacher
 from common.fed.prepare import TEACHER_FILE, prepare_run_dir
 from common.mec import evaluate_policy, feature_scale
 from common.mec.policies import make_policy
@@ -65,16 +65,22 @@ def simulate(cfg: FederatedRunConfig) -> list[dict[str, Any]]:
     return json.loads(server_json.read_text())["rounds"]
 
 
-def final_student(cfg: FederatedRunConfig) -> np.ndarray:
-    """Decrypt (as the key owner) the final global student from the server's checkpoint."""
+def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
+    """Decrypt (as the key owner) the final global student from the server's checkpoint.
+
+    ``feddistill`` has no global model: it returns every client's own final student (read
+    from the clients' state files, as only an experimenter with access to them can).
+    """
     from server.loop import load_checkpoint
     from server.run import STUDENT_KEY
 
+    if cfg.strategy.name == "feddistill":
+        return client_models(cfg)
     ckpt = load_checkpoint(Path(cfg.run_dir))
     if ckpt is None:
         raise RuntimeError(f"no checkpoint in {cfg.run_dir}")
     arrays = {k: v.numpy() for k, v in ckpt[1].items()}
-    if cfg.strategy.name == "fedavg":
+    if cfg.strategy.name in PLAINTEXT_STRATEGIES:
         return arrays[STUDENT_KEY].astype(np.float64)
     backend = make_backend(cfg.he, Path(cfg.run_dir) / SECRET_CONTEXT_FILE)
     n_classes = cfg.scenario.n_edges + 1
@@ -84,22 +90,61 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray:
     return canonical(w)  # exactly what the clients load
 
 
-def compare(cfg: FederatedRunConfig, weights: np.ndarray) -> dict[str, dict[str, Any]]:
-    """The final student beside the teacher, the heuristics and the oracle (same episodes)."""
+def client_models(cfg: FederatedRunConfig) -> list[np.ndarray]:
+    """The newest model in each client's state file (clients that never trained are skipped)."""
+    state_dir = Path(cfg.run_dir) / "clients"
+    newest: dict[str, tuple[int, Path]] = {}
+    for path in state_dir.glob("client-*-r*.npz"):
+        client, _, rnd = path.stem.rpartition("-r")
+        if rnd.isdigit() and int(rnd) >= newest.get(client, (-1, path))[0]:
+            newest[client] = (int(rnd), path)
+    models = []
+    for _, path in sorted(newest.values(), key=lambda v: str(v[1])):
+        state = LocalState.load(path, cfg.scenario)
+        if state.model is not None:
+            models.append(state.model)
+    if not models:
+        raise RuntimeError(f"no client model in {state_dir}")
+    return models
+
+
+def _mean_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+
+
+def compare(
+    cfg: FederatedRunConfig, weights: np.ndarray | list[np.ndarray]
+) -> dict[str, dict[str, Any]]:
+    """The final student beside the teacher, the heuristics and the oracle (same episodes).
+
+    A list of weights (``feddistill``: one model per client) is evaluated model by model and
+    the metrics averaged.
+    """
     sc = cfg.scenario
     feat_scale, hist_scale = feature_scale(sc)
-    nets = {"student": build_student(cfg, weights)}
+    episodes, seed = cfg.final_eval_episodes, cfg.eval_seed
+    students = weights if isinstance(weights, list) else [weights]
+    out: dict[str, dict[str, Any]] = {}
+    runs = [
+        evaluate_policy(
+            sc, NetPolicy(build_student(cfg, w), feat_scale, hist_scale), episodes, seed
+        )
+        for w in students
+    ]
+    nets = {"student": build_student(cfg, students[0])}
+    out["student"] = _mean_metrics(runs) if len(runs) > 1 else runs[0]
     teacher_path = Path(cfg.run_dir) / TEACHER_FILE
     if teacher_path.exists():
         nets["teacher"] = load_teacher(teacher_path, cfg.teacher, sc)
-    out: dict[str, dict[str, Any]] = {}
-    episodes, seed = cfg.final_eval_episodes, cfg.eval_seed
+        out["teacher"] = evaluate_policy(
+            sc, NetPolicy(nets["teacher"], feat_scale, hist_scale), episodes, seed
+        )
     for name, net in nets.items():
-        m = evaluate_policy(sc, NetPolicy(net, feat_scale, hist_scale), episodes, seed)
-        m["params"] = count_params(net)
-        m["infer_us"] = measure_latency_us(net, sc.n_edges + 4, sc.history_slots, sc.n_edges, 300)
-        out[name] = m
-        log.info("final %-12s qoe=%.3f drop=%.4f", name, m["qoe"], m["drop_ratio"])
+        out[name]["params"] = count_params(net)
+        out[name]["infer_us"] = measure_latency_us(
+            net, sc.n_edges + 4, sc.history_slots, sc.n_edges, 300
+        )
+        log.info("final %-12s qoe=%.3f drop=%.4f", name, out[name]["qoe"], out[name]["drop_ratio"])
     for name in (*cfg.heuristics, "oracle"):
         out[name] = evaluate_policy(sc, make_policy(name), episodes, seed)
         log.info("final %-12s qoe=%.3f drop=%.4f", name, out[name]["qoe"], out[name]["drop_ratio"])

@@ -301,3 +301,15 @@ def test_transmission_uses_each_slots_fading():
     assert sim.task_delay[0, 0, 0] == 4  # edge service in slot 3
     sent = 2.5 - r[0] - r[1]
     assert sim.e_tx[0, 0, 0] == pytest.approx(2.3 * 0.1 * (2 + sent / r[2]))
+
+
+def test_kkt_allocation_stays_finite_over_whole_episodes():
+    """Remaining work can round to a tiny negative number; the KKT shares (sqrt of the cycles)
+    must stay finite, or NaN observations reach the learners (client 5's devices hit it)."""
+    from common.fed import client_profile
+
+    sc = load_scenario("seed001", edge_allocation="kkt", n_slots=40)
+    profile = client_profile(sc, 5, 0.8, 2.0, 0).devices
+    with np.errstate(invalid="raise"):
+        m = evaluate_policy(sc, make_policy("random"), 1, 5, profile=profile)
+    assert np.isfinite(m["qoe"]) and m["tasks"] > 0

@@ -1,0 +1,721 @@
+"""Aggregate a Hydra multirun sweep over seeds into ``summary.csv``, ``summary.md`` and figures.
+
+Usage: ``python -m experiments.report <sweep_dir> [--out DIR]``; prints the path of
+``summary.md`` as its last line. The output directory defaults to the sweep directory.
+
+Input: every ``results.json`` below ``<sweep_dir>`` (any depth; ``.hydra`` directories are not
+searched) that has a ``study`` and ``records``::
+
+    {"study": "keco_energy", "seed": 0,
+     "config": {..., "experiment": {"report": <plot spec>}},
+     "records": [{"method": "keco", "data_scale": 2000, "energy_local": 1.23, ...}, ...]}
+
+Other ``results.json`` files (other tasks) are skipped with a warning on stderr. A job directory
+(one holding ``.hydra/``, or a numbered directory right under the sweep) without any
+``results.json`` is a failed job; it is listed in ``summary.md``.
+
+The plot spec (``config.experiment.report``; only ``x`` and ``panels`` are required)::
+
+    title: "KECO Fig. 4: energy vs data scale"
+    x: data_scale                  # record column on the x axis
+    xlabel: "Data scale"           # default: the x column
+    group: method                  # column whose values are the lines / bar groups
+    facet: null                    # column with one subplot per value (x every panel)
+    facet_labels: {cpu: "CPU pressure"}   # display names of facet values
+    panels:                        # one subplot per metric (x every facet value)
+      - {metric: energy_local, ylabel: "Local energy (J/task)", title: "Local computing"}
+    kind: line                     # line: mean ± std band; bar: grouped bars, std error bars
+    methods: [keco, ddpg, cnn]     # order and filter of the group values in figure and tables
+    labels: {keco: KECO}           # display names of the group values
+
+Aggregation: each (study, group value, facet value, x, metric) cell is averaged over the seeds
+(mean, sample standard deviation with ddof=1, 0 for a single value, and n). ``summary.csv`` holds
+every numeric record column of every group value (the ``methods`` filter only applies to the
+figure and the markdown tables); ``summary.md`` has, per study, the seeds found, the number of
+jobs, the failed jobs, one table per plotted metric and facet value, and the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import string
+import sys
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+# pyplot comes from experiments.figures, which selects the file-only Agg backend before
+# importing it; importing matplotlib.pyplot here first would bypass that.
+from experiments.figures import MISSING, _markdown_table, _number, plt, save_figure
+
+RESULTS = "results.json"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+CSV_COLUMNS = ("study", "method", "facet", "x", "metric", "mean", "std", "n")
+KINDS = ("line", "bar")
+SIGNIFICANT = 3  # least significant digits of a table's means (integer digits are never cut)
+MAX_DECIMALS = 6
+PANEL_SIZE = (4.6, 3.6)  # inches per subplot, the same as experiments.figures' panels
+TITLE_HEIGHT = 0.4  # inches above the axes for the figure title
+LEGEND_ROW_HEIGHT = 0.35  # inches per row of the shared legend
+LEGEND_COLUMNS = 6
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+MAX_MARKERS = 12  # per line; long time series get markers on every k-th point only
+MAX_TICKS = 8  # up to this many numeric x values are all ticked (as the papers do), else auto
+HINT = "run `python -m experiments.run -m experiment=<name> seed=0,1` first"
+
+
+class SweepError(ValueError):
+    """The sweep cannot be summarised (duplicate jobs, bad plot spec, ...)."""
+
+
+@dataclass
+class StudyReport:
+    """Everything ``write_summary`` needs about one study."""
+
+    name: str
+    spec: dict[str, Any]
+    jobs: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    figure: Path | None = None
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort key that puts job ``10/`` after ``9/`` (Hydra numbers jobs without padding)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def _walk(root: Path) -> Iterable[tuple[Path, list[str], list[str]]]:
+    """``os.walk`` in sorted order that never enters ``.hydra`` (Hydra's saved configs)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            (d for d in dirnames if d != ".hydra"), key=lambda d: _natural_key(Path(d))
+        )
+        yield Path(dirpath), dirnames, filenames
+
+
+def _results_files(root: Path) -> list[Path]:
+    return sorted(
+        (path / RESULTS for path, _, files in _walk(root) if RESULTS in files), key=_natural_key
+    )
+
+
+def _job_dir(path: Path, root: Path) -> Path:
+    """The Hydra job directory of a file: its nearest ancestor holding ``.hydra/`` (or parent)."""
+    for parent in path.parents:
+        if (parent / ".hydra").is_dir():
+            return parent
+        if parent == root:
+            break
+    return path.parent
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    """The job's command-line overrides from ``.hydra/overrides.yaml`` ([] if unreadable)."""
+    try:
+        loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text("utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(item) for item in loaded] if isinstance(loaded, list) else []
+
+
+def _experiment(overrides: Sequence[str]) -> str | None:
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key == "experiment" and value:
+            return value
+    return None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or "."
+    except ValueError:
+        return str(path)
+
+
+def load_sweep(sweep_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Study name -> its jobs, each sorted by seed, from every study ``results.json``.
+
+    A job is the ``results.json`` dict plus ``path`` (the file), ``dir`` (its Hydra job
+    directory) and ``overrides`` (from ``.hydra/overrides.yaml``). Files without ``study`` and
+    ``records`` are skipped with a warning. Raises :class:`SweepError` when two files hold the
+    same study and seed, naming both.
+    """
+    root = Path(sweep_dir)
+    studies: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[tuple[str, Hashable], Path] = {}
+    for path in _results_files(root):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            _warn(f"skipping {path}: not readable JSON ({err})")
+            continue
+        if not isinstance(results, dict) or "study" not in results or "records" not in results:
+            _warn(f"skipping {path}: no 'study' and 'records' (not a study's results)")
+            continue
+        if not isinstance(results["records"], list):
+            _warn(f"skipping {path}: 'records' is not a list")
+            continue
+        study = str(results["study"])
+        config = results.get("config") if isinstance(results.get("config"), dict) else {}
+        seed = results.get("seed", config.get("seed"))
+        if seed is None or isinstance(seed, dict | list):
+            _warn(f"skipping {path}: no 'seed'")
+            continue
+        if (study, seed) in seen:
+            raise SweepError(
+                f"duplicate results for study {study!r} seed {seed}: {seen[study, seed]} and {path}"
+            )
+        seen[study, seed] = path
+        job_dir = _job_dir(path, root)
+        job = {**results, "study": study, "seed": seed, "config": config}
+        job.update(path=path, dir=job_dir, overrides=_overrides(job_dir))
+        studies.setdefault(study, []).append(job)
+    for jobs in studies.values():
+        jobs.sort(key=lambda job: _sort_key(job["seed"]))
+    return studies
+
+
+def find_failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Job directories without any ``results.json``: ``{"dir", "overrides"}`` each.
+
+    A job directory is one that holds ``.hydra/`` (Hydra writes it when the job starts), or a
+    numbered directory right under the sweep (Hydra's ``subdir: ${hydra.job.num}``).
+    """
+    root = Path(sweep_dir)
+    candidates = {path for path, dirs, _ in _walk(root) if (path / ".hydra").is_dir()}
+    candidates |= {p for p in root.iterdir() if p.is_dir() and p.name.isdigit()}
+    return [
+        {"dir": job_dir, "overrides": _overrides(job_dir)}
+        for job_dir in sorted(candidates, key=_natural_key)
+        if not _results_files(job_dir)
+    ]
+
+
+# ---- spec and aggregation -------------------------------------------------------------------
+
+
+def study_spec(jobs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The plot spec of a study (from its first job) with defaults filled in and checked."""
+    if not jobs:
+        raise SweepError("a study needs at least one job")
+    first = jobs[0]
+    where = f"study {first['study']!r} ({first.get('path', '?')})"
+    experiment = first.get("config", {}).get("experiment")
+    raw = experiment.get("report") if isinstance(experiment, dict) else None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{where}: config.experiment.report (the plot spec) is missing")
+    spec = normalise_spec(raw, where)
+    for job in jobs[1:]:
+        other = (job.get("config", {}).get("experiment") or {}).get("report")
+        if other != raw:
+            _warn(f"{where}: {job.get('path')} has a different plot spec; using the first one")
+    return spec
+
+
+def normalise_spec(raw: dict[str, Any], where: str = "plot spec") -> dict[str, Any]:
+    """``raw`` with every optional key filled in; :class:`SweepError` if it is unusable."""
+    if not isinstance(raw.get("x"), str) or not raw["x"]:
+        raise SweepError(f"{where}: report.x (the x-axis column) must be a column name")
+    panels = raw.get("panels")
+    if not isinstance(panels, list) or not panels:
+        raise SweepError(f"{where}: report.panels must be a non-empty list of {{metric: ...}}")
+    normal_panels = []
+    for panel in panels:
+        panel = {"metric": panel} if isinstance(panel, str) else panel
+        if not isinstance(panel, dict) or not isinstance(panel.get("metric"), str):
+            raise SweepError(f"{where}: every report.panels entry needs a 'metric' column name")
+        normal_panels.append(panel)
+    kind = raw.get("kind") or "line"
+    if kind not in KINDS:
+        raise SweepError(f"{where}: report.kind must be one of {KINDS}, not {kind!r}")
+    methods = raw.get("methods")
+    if methods is not None and not isinstance(methods, list):
+        raise SweepError(f"{where}: report.methods must be a list")
+    return {
+        "title": raw.get("title"),
+        "x": raw["x"],
+        "xlabel": raw.get("xlabel") or raw["x"],
+        "group": raw.get("group") or "method",
+        "facet": raw.get("facet") or None,
+        "facet_labels": dict(raw.get("facet_labels") or {}),
+        "panels": normal_panels,
+        "kind": kind,
+        "methods": [str(m) for m in methods] if methods is not None else None,
+        "labels": {str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Numbers before everything else, numbers by value, the rest by text."""
+    return (0, value) if _is_number(value) else (1, str(value))
+
+
+def _key(value: Any) -> Hashable:
+    """``value`` usable as a dict key: JSON lists and objects become their JSON text."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, list | dict) else value
+
+
+def _axis_order(values: Iterable[Any]) -> list[Any]:
+    """Distinct values: sorted if all are numbers, else in order of first appearance."""
+    distinct = list(dict.fromkeys(values))
+    return sorted(distinct) if all(_is_number(v) for v in distinct) else distinct
+
+
+def aggregate(
+    jobs: Sequence[dict[str, Any]], spec: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows ``{study, method, facet, x, metric, mean, std, n}`` over the seeds of one study.
+
+    Every numeric record column except x, group, facet and ``seed`` is a metric; non-finite
+    and missing values are left out (``n`` counts the values used). ``std`` is the sample
+    standard deviation (ddof=1), 0 for one value. Should a job hold several records for one
+    cell, they are averaged first so that every seed weighs the same. Rows come metric by
+    metric (plotted metrics first), then facet, x (numbers sorted, text in order of
+    appearance), group value (``spec.methods`` first, then the others in order of
+    appearance); ``facet`` is "" without a facet column.
+    """
+    if not jobs:
+        return []
+    spec = normalise_spec(spec) if spec is not None else study_spec(jobs)
+    x_col, group_col, facet_col = spec["x"], spec["group"], spec["facet"]
+    keys = {x_col, group_col, facet_col, "seed"}
+    study = str(jobs[0]["study"])
+
+    # per_seed[(metric, facet, x, method)][seed] = values in that job
+    per_seed: dict[tuple[Any, ...], dict[Any, list[float]]] = {}
+    metrics, facets, xs, methods = {}, {}, {}, {}
+    skipped = 0
+    for job in jobs:
+        for record in job["records"]:
+            if not isinstance(record, dict) or x_col not in record or group_col not in record:
+                skipped += 1
+                continue
+            x = _key(record[x_col])
+            method = str(record[group_col])
+            facet = _key(record.get(facet_col, "")) if facet_col else ""
+            facet = "" if facet is None else facet
+            xs[x] = facets[facet] = methods[method] = None
+            for column, value in record.items():
+                number = _number(value)
+                if column in keys or number is None:
+                    continue
+                metrics[column] = None
+                cell = per_seed.setdefault((column, facet, x, method), {})
+                cell.setdefault(job["seed"], []).append(number)
+    if skipped:
+        _warn(f"study {study!r}: {skipped} record(s) without {x_col!r} or {group_col!r} skipped")
+
+    plotted = [panel["metric"] for panel in spec["panels"]]
+    metric_order = [m for m in plotted if m in metrics] + [m for m in metrics if m not in plotted]
+    wanted = spec["methods"] or []
+    method_order = [m for m in wanted if m in methods] + [m for m in methods if m not in wanted]
+    rows = []
+    for metric in metric_order:
+        for facet in _axis_order(facets):
+            for x in _axis_order(xs):
+                for method in method_order:
+                    cell = per_seed.get((metric, facet, x, method))
+                    if not cell:
+                        continue
+                    values = np.array([np.mean(v) for v in cell.values()], dtype=float)
+                    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                    rows.append(
+                        dict(
+                            study=study,
+                            method=method,
+                            facet=facet,
+                            x=x,
+                            metric=metric,
+                            mean=float(np.mean(values)),
+                            std=std,
+                            n=len(values),
+                        )
+                    )
+    return rows
+
+
+# ---- figure ---------------------------------------------------------------------------------
+
+
+def _grid(n_panels: int, n_facets: int) -> tuple[int, int]:
+    """Rows and columns of subplots: panels x facets, else one row of up to 3, else 2x2, ..."""
+    if n_panels > 1 and n_facets > 1:
+        return n_panels, n_facets
+    n = n_panels * n_facets
+    if n <= 3:
+        return 1, n
+    if n == 4:
+        return 2, 2
+    return math.ceil(n / 3), 3
+
+
+def _text(value: Any) -> str:
+    """A value as table/CSV text; 2000.0 reads as 2000 (JSON round trips may add the .0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _letter(index: int) -> str:
+    letters = string.ascii_lowercase
+    return (
+        letters[index]
+        if index < len(letters)
+        else f"{letters[index // 26 - 1]}{letters[index % 26]}"
+    )
+
+
+def _subplots(spec: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per subplot, panel-major: letter, panel, facet value and heading text."""
+    facets = _axis_order(row["facet"] for row in rows) or [""]
+    many_panels = len(spec["panels"]) > 1
+    out = []
+    for panel in spec["panels"]:
+        for facet in facets:
+            parts = []
+            if panel.get("title") or many_panels or facet == "":
+                parts.append(str(panel.get("title") or panel.get("ylabel") or panel["metric"]))
+            if facet != "":
+                parts.append(spec["facet_labels"].get(facet) or f"{spec['facet']} = {_text(facet)}")
+            out.append(
+                {
+                    "letter": _letter(len(out)),
+                    "panel": panel,
+                    "facet": facet,
+                    "heading": ", ".join(parts),
+                }
+            )
+    return out
+
+
+def _methods(spec: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The group values shown: ``spec.methods`` (those with data) or all, by appearance."""
+    present = list(dict.fromkeys(row["method"] for row in rows))
+    if spec["methods"] is None:
+        return present
+    return [m for m in spec["methods"] if m in present]
+
+
+def plot_study(rows: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path) -> Path:
+    """Draw one study's figure (panels x facets subplots, shared legend) into ``path``.
+
+    ``rows`` are :func:`aggregate`'s rows of that study; ``spec`` its plot spec (raw or
+    normalised). Lines show the mean with a ±std band; bars show the mean with std error bars.
+    """
+    spec = normalise_spec(spec)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    methods = _methods(spec, rows)
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    marker = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
+    subplots = _subplots(spec, rows)
+    nrows, ncols = _grid(len(spec["panels"]), len(subplots) // len(spec["panels"]))
+
+    # Room above the axes for the title and the shared legend, in inches, then as a fraction.
+    legend_rows = math.ceil(len(methods) / LEGEND_COLUMNS) if methods else 0
+    header = (TITLE_HEIGHT if spec["title"] else 0.0) + LEGEND_ROW_HEIGHT * legend_rows
+    width, height = PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + header
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(subplots) :]:
+        ax.set_visible(False)
+
+    index = {(r["metric"], r["facet"], r["method"], r["x"]): r for r in rows}
+    handles: dict[str, Any] = {}
+    for ax, sub in zip(flat, subplots, strict=False):
+        metric, facet = sub["panel"]["metric"], sub["facet"]
+        cell_rows = [r for r in rows if r["metric"] == metric and r["facet"] == facet]
+        xs = _axis_order(r["x"] for r in cell_rows)
+        numeric = all(_is_number(x) for x in xs)
+        for position, method in enumerate(methods):
+            points = [
+                index[metric, facet, method, x] for x in xs if (metric, facet, method, x) in index
+            ]
+            if not points:
+                continue
+            label = spec["labels"].get(method, method)
+            means = np.array([p["mean"] for p in points])
+            stds = np.array([p["std"] for p in points])
+            if spec["kind"] == "bar":
+                bar_width = 0.8 / len(methods)
+                offset = (position - (len(methods) - 1) / 2) * bar_width
+                where = [xs.index(p["x"]) + offset for p in points]
+                handles[method] = ax.bar(
+                    where, means, bar_width, yerr=stds, capsize=3, color=colour[method], label=label
+                )
+            else:
+                where = [p["x"] if numeric else xs.index(p["x"]) for p in points]
+                (handles[method],) = ax.plot(
+                    where,
+                    means,
+                    marker=marker[method],
+                    color=colour[method],
+                    label=label,
+                    markevery=max(1, math.ceil(len(points) / MAX_MARKERS)),
+                    markersize=5,
+                )
+                ax.fill_between(
+                    where, means - stds, means + stds, color=colour[method], alpha=0.18, linewidth=0
+                )
+        if spec["kind"] == "bar" or not numeric:
+            ax.set_xticks(range(len(xs)), [_text(x) for x in xs])
+        elif len(xs) <= MAX_TICKS:
+            ax.set_xticks(xs, [_text(x) for x in xs])  # the measured x values, like the papers
+        if not cell_rows:
+            ax.text(
+                0.5,
+                0.5,
+                f"no data for {metric}",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="grey",
+            )
+        ax.set_title(f"({sub['letter']}) {sub['heading']}")
+        ax.set_xlabel(spec["xlabel"])
+        ax.set_ylabel(sub["panel"].get("ylabel") or metric)
+        ax.grid(alpha=0.3, axis="y" if spec["kind"] == "bar" else "both")
+
+    if spec["title"]:
+        # fig.text, not suptitle: tight_layout would reserve room for a suptitle on top of rect.
+        fig.text(0.5, 1 - 0.08 / height, spec["title"], ha="center", va="top", fontsize="large")
+    if handles:
+        ordered = [m for m in methods if m in handles]
+        fig.legend(
+            [handles[m] for m in ordered],
+            [spec["labels"].get(m, m) for m in ordered],
+            loc="upper center",
+            ncol=min(len(ordered), LEGEND_COLUMNS),
+            frameon=False,
+            bbox_to_anchor=(0.5, 1 - (TITLE_HEIGHT if spec["title"] else 0) / height),
+        )
+    return save_figure(fig, path, rect=(0, 0, 1, 1 - header / height))
+
+
+# ---- summary --------------------------------------------------------------------------------
+
+
+def table_decimals(means: Iterable[float]) -> int:
+    """Decimals that give every mean at least SIGNIFICANT significant digits (0 to 6).
+
+    One count per table keeps a column's numbers aligned, as in the papers' tables.
+    """
+    smallest = min((abs(m) for m in means if m != 0 and math.isfinite(m)), default=None)
+    if smallest is None:
+        return SIGNIFICANT - 1
+    integer_digits = math.floor(math.log10(smallest)) + 1
+    return min(MAX_DECIMALS, max(0, SIGNIFICANT - integer_digits))
+
+
+def format_mean_std(mean: float, std: float, decimals: int | None = None) -> str:
+    """``"1.50 ± 0.71"``, by default with :func:`table_decimals` of the mean alone."""
+    decimals = table_decimals([mean]) if decimals is None else decimals
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def _seed_list(jobs: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(_text(job["seed"]) for job in jobs)
+
+
+def _failed_text(failed: dict[str, Any], root: Path | None) -> str:
+    name = _relative(failed["dir"], root) if root else str(failed["dir"])
+    overrides = " ".join(failed["overrides"])
+    return f"`{name}`" + (f" ({overrides})" if overrides else "")
+
+
+def _study_tables(report: StudyReport) -> list[str]:
+    spec, rows = normalise_spec(report.spec), report.rows
+    methods = _methods(spec, rows)
+    labels = [spec["labels"].get(m, m) for m in methods]
+    index = {(r["metric"], r["facet"], r["method"], r["x"]): r for r in rows}
+    lines = []
+    for sub in _subplots(spec, rows):
+        metric, facet = sub["panel"]["metric"], sub["facet"]
+        xs = _axis_order(r["x"] for r in rows if r["metric"] == metric and r["facet"] == facet)
+        column = "" if sub["heading"].startswith(metric) else f" (`{metric}`)"
+        lines += [f"### ({sub['letter']}) {sub['heading']}{column}", ""]
+        if not xs:
+            lines += [f"No values of `{metric}` in the records.", ""]
+            continue
+        decimals = table_decimals(
+            r["mean"] for r in rows if r["metric"] == metric and r["facet"] == facet
+        )
+        table = []
+        for x in xs:
+            cells = [_text(x)]
+            for method in methods:
+                row = index.get((metric, facet, method, x))
+                if row is None:
+                    cells.append(MISSING)
+                    continue
+                cell = format_mean_std(row["mean"], row["std"], decimals)
+                # A cell over fewer seeds than the study has is flagged, not silently mixed in.
+                cells.append(cell + (f" (n={row['n']})" if row["n"] < len(report.jobs) else ""))
+            table.append(cells)
+        lines += [*_markdown_table([spec["xlabel"], *labels], table), ""]
+    return lines
+
+
+def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> Path:
+    """Write aggregate rows as ``summary.csv`` (columns :data:`CSV_COLUMNS`, floats exact)."""
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                [
+                    row["study"],
+                    row["method"],
+                    _text(row["facet"]),
+                    _text(row["x"]),
+                    row["metric"],
+                    repr(row["mean"]),
+                    repr(row["std"]),
+                    row["n"],
+                ]
+            )
+    return Path(path)
+
+
+def write_summary(
+    reports: Sequence[StudyReport],
+    out_dir: Path,
+    *,
+    sweep_dir: Path | None = None,
+    unassigned: Sequence[dict[str, Any]] = (),
+) -> Path:
+    """Write ``summary.csv`` and ``summary.md`` for ``reports`` into ``out_dir``; return the md.
+
+    ``unassigned`` are failed jobs (:func:`find_failed_jobs`) that belong to no known study.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv((row for report in reports for row in report.rows), out_dir / SUMMARY_CSV)
+
+    lines = ["# Sweep summary", ""]
+    if sweep_dir is not None:
+        lines += [f"Sweep: `{sweep_dir}`", ""]
+    lines += [
+        "Cells are mean ± sample standard deviation (ddof=1) over the seeds; a cell over fewer "
+        f"seeds than the study has says its n. Every numeric metric is in `{SUMMARY_CSV}`.",
+        "",
+    ]
+    for report in reports:
+        title = report.spec.get("title")
+        lines += [f"## {report.name}" + (f": {title}" if title else ""), ""]
+        lines += [f"- seeds: {_seed_list(report.jobs)}", f"- jobs: {len(report.jobs)}"]
+        if report.failed:
+            failed = ", ".join(_failed_text(f, sweep_dir) for f in report.failed)
+            lines.append(f"- jobs without results: {failed}")
+        plotted = {panel["metric"] for panel in report.spec["panels"]}
+        others = list(dict.fromkeys(r["metric"] for r in report.rows if r["metric"] not in plotted))
+        if others:
+            lines.append(f"- other metrics (in `{SUMMARY_CSV}` only): {', '.join(others)}")
+        lines.append("")
+        lines += _study_tables(report)
+        if report.figure is not None:
+            lines += [f"![]({_relative(report.figure, out_dir)})", ""]
+    if unassigned:
+        lines += ["## Jobs without results", ""]
+        lines += [f"- {_failed_text(f, sweep_dir)}" for f in unassigned] + [""]
+
+    path = out_dir / SUMMARY_MD
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _assign_failed(
+    reports: Sequence[StudyReport], failed: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Attach failed jobs to studies by their ``experiment=`` override; return the others.
+
+    With a single study, a failed job without an ``experiment=`` override is taken to be one of
+    its jobs (the experiment was then fixed by the config, not swept).
+    """
+    by_experiment = {}
+    for report in reports:
+        for job in report.jobs:
+            experiment = _experiment(job["overrides"])
+            if experiment:
+                by_experiment.setdefault(experiment, report)
+    unassigned = []
+    for job in failed:
+        experiment = _experiment(job["overrides"])
+        report = by_experiment.get(experiment) if experiment else None
+        if report is None and experiment is None and len(reports) == 1:
+            report = reports[0]
+        if report is None:
+            unassigned.append(job)
+        else:
+            report.failed.append(job)
+    return unassigned
+
+
+def _file_name(study: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", study) + ".png"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: summarise the sweep; 0 on success, 2 when there is nothing (or nothing valid)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sweep_dir", type=Path, help="Hydra multirun directory of one sweep")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep_dir)")
+    args = parser.parse_args(argv)
+    sweep_dir: Path = args.sweep_dir
+    out_dir: Path = args.out or sweep_dir
+
+    if not sweep_dir.is_dir():
+        print(f"error: {sweep_dir} is not a directory; {HINT}", file=sys.stderr)
+        return 2
+    try:
+        studies = load_sweep(sweep_dir)
+        if not studies:
+            print(
+                f"error: no study results.json under {sweep_dir} (expected results.json files "
+                f"with 'study', 'seed', 'config' and 'records'): {HINT}",
+                file=sys.stderr,
+            )
+            return 2
+        reports = []
+        for name, jobs in studies.items():
+            spec = study_spec(jobs)
+            rows = aggregate(jobs, spec)
+            if not rows:
+                _warn(f"study {name!r}: no numeric metric in any record")
+            report = StudyReport(name=name, spec=spec, jobs=jobs, rows=rows)
+            report.figure = plot_study(rows, spec, out_dir / _file_name(name))
+            reports.append(report)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    unassigned = _assign_failed(reports, find_failed_jobs(sweep_dir))
+    print(write_summary(reports, out_dir, sweep_dir=sweep_dir, unassigned=unassigned))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
