@@ -37,7 +37,7 @@ demo: install
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m experiments.run --config-name demo
 
 bench: install
-	$(BIN)/python -m experiments.bench suite=simulator
+	$(BIN)/python -m experiments.bench suite=all
 
 clean:
 	rm -rf outputs multirun .pytest_cache

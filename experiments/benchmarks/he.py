@@ -1,13 +1,22 @@
-"""CKKS cost of a KECO round: client encryption, upload size, server aggregation, decryption, error.
+"""CKKS cost: a whole KECO round with CKKS vs the same round in plaintext, plus micro-benchmarks.
 
-``python -m experiments.bench suite=he [clients=[10,100,1000]] [sizes=[1500,6500]]
-[classes=33] [late=0.2] [he=ckks] [seed=0]``
+``python -m experiments.bench suite=he [clients=[10,100]] [rounds=3] [repeats=1]
+[he=ckks] [overrides=[...]] [parts=[round,micro]] [micro_clients=[10,100,1000]]
+[sizes=[1500,6500]] [classes=33] [late=0.2] [seed=0]``
 
-For every (clients, model size) it builds real uploads (80 % on time, the rest split between
-stale and fresh late clients), runs ``Keco.aggregate_train`` on real Flower reply messages, and
-has a client decrypt the result; the same pipeline then runs on the plaintext backend.
-Timings are wall-clock milliseconds on this machine; the error is the largest absolute
-difference of W and G (with Δ) from the numpy weighted means.
+**round**: for each number of clients, the same federation (Flower simulation on Ray, every
+client trained every round, identical clients and seeds; ``experiments.benchmarks._fed``) runs
+once with ``he=<he>`` and once with ``he=off``, side by side (the order alternates between
+repeats). A round is the server's whole round: sampling, Ray transport, client decryption,
+local work, encryption, aggregation and federated evaluation; its wall time comes from the
+server's history and its CPU time from the process tree. Round 1 (actor start-up) is reported
+apart; the ratio uses the steady rounds.
+
+**micro**: for every (clients, model size) it builds real uploads (80 % on time, the rest split
+between stale and fresh late clients), runs ``Keco.aggregate_train`` on real Flower reply
+messages, and has a client decrypt the result; the same pipeline then runs on the plaintext
+backend. Timings are wall-clock milliseconds; the error is the largest absolute difference of W
+and G (with Δ) from the numpy weighted means.
 """
 
 from __future__ import annotations
@@ -23,6 +32,14 @@ from common.config import load_he
 from common.crypto import PlainBackend, make_backend
 from common.crypto.keygen import generate_keys
 from common.protocol import ROLE_FRESH, ROLE_ON_TIME, ROLE_STALE, build_upload, read_global
+from experiments.benchmarks._fed import (
+    FedBench,
+    emit_table,
+    fmt,
+    markdown_table,
+    ratio,
+    summarize_runs,
+)
 from server.strategy import Keco, to_recorddict
 
 UPLOAD_BUDGET_BYTES = 500_000
@@ -30,6 +47,8 @@ UPLOAD_BUDGET_BYTES = 500_000
 AGGREGATION_RATIO_TARGET = 3.0
 """Target: aggregating 100 uploads takes at most 3 × deserialising them."""
 ERROR_TARGET = 1e-6
+ROUND_RATIO_TARGET = 1.25
+"""Target: a CKKS round takes at most 1.25 × the plaintext round at 100 clients."""
 
 
 def _reply(node_id: int, records: dict) -> Message:
@@ -118,8 +137,9 @@ def _case(client, server, n_clients: int, size: int, classes: int, late: float, 
     }
 
 
-def run(args: dict[str, Any]) -> dict[str, Any]:
-    clients = [int(c) for c in args.get("clients", [10, 100, 1000])]
+def micro(args: dict[str, Any]) -> dict[str, Any]:
+    """The encryption micro-benchmarks (module docstring, **micro**)."""
+    clients = [int(c) for c in args.get("micro_clients", [10, 100, 1000])]
     sizes = [int(s) for s in args.get("sizes", [1500, 6500])]
     classes = int(args.get("classes", 33))
     late = float(args.get("late", 0.2))
@@ -192,3 +212,95 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"{r['plain_decrypt_ms']:.2f} |"
         )
     return "\n".join(lines)
+
+
+# ---- the whole round ------------------------------------------------------------------------
+def whole_round(args: dict[str, Any]) -> dict[str, Any]:
+    """CKKS vs plaintext federations, side by side (module docstring, **round**)."""
+    clients = [int(c) for c in args.get("clients", [10, 100])]
+    rounds = int(args.get("rounds", 3))
+    repeats = int(args.get("repeats", 1))
+    he = str(args.get("he", "ckks"))
+    modes = (he, "off")
+    rows, ratios = [], []
+    with FedBench(args) as bench:
+        config = bench.describe()
+        for n in clients:
+            runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+            for rep in range(repeats):
+                for mode in modes if rep % 2 == 0 else modes[::-1]:
+                    overrides = [
+                        f"he={mode}",
+                        f"federation.num_clients={n}",
+                        f"federation.rounds={rounds}",
+                        "federation.fraction_train=1.0",
+                    ]
+                    runs[mode].append(bench.run(f"he-{mode}-{n}-r{rep}", overrides))
+            summary = {m: summarize_runs(runs[m]) for m in modes}
+            for m in modes:
+                rows.append({"he": m, **summary[m]})
+            enc, plain = summary[he], summary["off"]
+            ratios.append(
+                {
+                    "clients": n,
+                    "round_ratio": ratio(enc["round_s"], plain["round_s"]),
+                    "round_cpu_ratio": ratio(enc["round_cpu_s"], plain["round_cpu_s"]),
+                    "first_round_ratio": ratio(enc["first_round_s"], plain["first_round_s"]),
+                    "bytes_up_ratio": ratio(enc["bytes_up_per_round"], plain["bytes_up_per_round"]),
+                }
+            )
+    return {"config": {**config, "rounds": rounds}, "rows": rows, "ratios": ratios}
+
+
+def _round_table(result: dict[str, Any]) -> str:
+    by = {(r["clients"], r["he"]): r for r in result["rows"]}
+    he = result["rows"][0]["he"]
+    lines = []
+    for q in result["ratios"]:
+        n = q["clients"]
+        enc, plain = by[n, he], by[n, "off"]
+        lines.append(
+            [n, fmt(enc["round_s"]), fmt(plain["round_s"]), fmt(q["round_ratio"]),
+             fmt(enc["round_cpu_s"]), fmt(plain["round_cpu_s"]), fmt(q["round_cpu_ratio"]),
+             fmt(enc["first_round_s"], 1), fmt(plain["first_round_s"], 1),
+             fmt(enc["bytes_up_per_round"] / 1e6, 1), fmt(plain["bytes_up_per_round"] / 1e6, 1),
+             fmt(enc["peak_rss_bytes"] / 1e9), "/".join(f"{v:.1f}" for v in enc["load"])]
+        )  # fmt: skip
+    head = [
+        "clients", f"{he} round s", "plain round s", "ratio", f"{he} round CPU s",
+        "plain round CPU s", "CPU ratio", f"{he} round 1 s", "plain round 1 s",
+        f"{he} up MB/round", "plain up MB/round", f"{he} peak RSS GB", "load",
+    ]  # fmt: skip
+    return markdown_table(head, lines)
+
+
+def run(args: dict[str, Any]) -> dict[str, Any]:
+    """The suite: ``parts=[round, micro]`` (both by default)."""
+    parts = args.get("parts", ["round", "micro"])
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    unknown = set(parts) - {"round", "micro"}
+    if unknown:
+        raise SystemExit(f"bench he: unknown parts {sorted(unknown)}; valid: round, micro")
+    out: dict[str, Any] = {}
+    targets: dict[str, bool | None] = {}
+    tables = []
+    if "round" in parts:
+        out["round"] = whole_round(args)
+        out["round"]["table"] = _round_table(out["round"])
+        largest = max(out["round"]["ratios"], key=lambda q: q["clients"])
+        n = largest["clients"]
+        for key, name in (("round_ratio", "wall"), ("round_cpu_ratio", "cpu")):
+            value = largest[key]
+            targets[f"ckks_round_{name}_le_1.25x_plain_at_{n}_clients"] = (
+                None if value is None else value <= ROUND_RATIO_TARGET
+            )
+        tables.append(("he: a whole round, CKKS vs plaintext", out["round"]["table"]))
+    if "micro" in parts:
+        out["micro"] = micro(args)
+        targets.update(out["micro"]["targets_met"])
+        tables.append(("he: encryption micro-benchmarks", out["micro"]["table"]))
+    out["targets_met"] = targets
+    out["table"] = "\n\n".join(t for _, t in tables)
+    for title, table in tables:
+        emit_table(title, table)
+    return out

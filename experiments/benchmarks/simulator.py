@@ -11,6 +11,7 @@ from typing import Any
 from common.config import load_scenario
 from common.mec import evaluate_policy
 from common.mec.policies import make_policy
+from experiments.benchmarks._fed import emit_table
 
 
 def run(args: dict[str, Any]) -> dict[str, Any]:
@@ -35,4 +36,5 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     out["table"] = "\n".join(
         ["| policy | slots/s | device-decisions/s |", "| --- | ---: | ---: |", *rows]
     )
+    emit_table(f"simulator: {scenario.name}, {batch} episodes at a time", out["table"])
     return out
