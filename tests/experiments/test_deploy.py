@@ -316,7 +316,9 @@ def test_serverapp_crash_resumes_from_its_checkpoint(tmp_path):
     assert history[0] == crashed["history"][0]
     log1 = (out / "server" / f"serverapp-{first}.log").read_text()
     log2 = (out / "server" / f"serverapp-{second}.log").read_text()
-    assert "[round 1/2]" in log1 and "[round 2/2]" not in log1
+    # the ServerApp uploads its log to the SuperLink every few tenths of a second, so SIGKILL may
+    # lose round 1's last lines: only their absence from round 2 on is certain
+    assert "Start `flwr-serverapp` process" in log1 and "[round 2/2]" not in log1
     assert "resuming after round 1" in log2
     assert "[round 1/2]" not in log2 and "[round 2/2]" in log2
 
