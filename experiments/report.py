@@ -568,8 +568,12 @@ def _study_tables(report: StudyReport) -> list[str]:
                 if row is None:
                     cells.append(MISSING)
                     continue
+                # One value has no spread to show; a cell over fewer seeds than the study has is
+                # flagged, not silently mixed in.
+                if row["n"] < 2:
+                    cells.append(f"{row['mean']:.{decimals}f} (n={row['n']})")
+                    continue
                 cell = format_mean_std(row["mean"], row["std"], decimals)
-                # A cell over fewer seeds than the study has is flagged, not silently mixed in.
                 cells.append(cell + (f" (n={row['n']})" if row["n"] < len(report.jobs) else ""))
             table.append(cells)
         lines += [*_markdown_table([spec["xlabel"], *labels], table), ""]
@@ -617,7 +621,8 @@ def write_summary(
         lines += [f"Sweep: `{sweep_dir}`", ""]
     lines += [
         "Cells are mean ± sample standard deviation (ddof=1) over the seeds; a cell over fewer "
-        f"seeds than the study has says its n. Every numeric metric is in `{SUMMARY_CSV}`.",
+        "seeds than the study has says its n, and a cell of one value shows no spread. Every "
+        f"numeric metric is in `{SUMMARY_CSV}`.",
         "",
     ]
     for report in reports:

@@ -238,16 +238,16 @@ def test_main_writes_summary_tables_and_figures(sweep, tmp_path, capsys):
     assert "| task_scale | keco | ddpg |" in failures  # random filtered out of tables
     assert "| 100 | 12.5 ± 2.1 | 22.5 ± 2.1 |" in failures
     # Only seed 0 measured keco at 300, nobody ddpg: the cell says n, the missing one is "–".
-    assert "| 300 | 50.0 ± 0.0 (n=1) | – |" in failures
+    assert "| 300 | 50.0 (n=1) | – |" in failures
 
     load = section(md, "kd_load")
     assert "- seeds: 3\n- jobs: 1\n" in load
     lines = [line for line in load.splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in lines[:4]] == ["load", *LOADS]
     assert "### (a) delay\n" in load  # no "(`delay`)" when the heading is the column
-    assert "| low | 5.00 ± 0.00 | 6.00 ± 0.00 |" in load
+    assert "| low | 5.00 (n=1) | 6.00 (n=1) |" in load
     qoe = load.split("### (d) qoe\n", 1)[1]
-    assert "| low |" not in qoe and "| medium | 750 ± 0 | 740 ± 0 |" in qoe  # NaN, None
+    assert "| low |" not in qoe and "| medium | 750 (n=1) | 740 (n=1) |" in qoe  # NaN, None
 
     # Figures: 1x2, 1x2 (1 panel x 2 facets) and 2x2 (four panels), at 120 dpi.
     shapes = {
