@@ -6,7 +6,8 @@ Each suite lives in ``experiments/benchmarks/<name>.py`` and exposes ``run(args)
 - ``he``: a whole KECO round with CKKS vs the same round in plaintext (10 and 100 clients),
   plus the encryption micro-benchmarks;
 - ``flower``: the KECO strategy with HE off vs Flower's FedAvg, identical clients and training;
-- ``infer``: per-decision latency and decisions/s of the teacher, the student, the int8 student;
+- ``infer``: per-decision latency and decisions/s of the teacher, the student and the int8
+  student, eager and exported to TorchScript;
 - ``scale``: 10, 100 and 1,000 virtual clients, 10 % sampled per round: seconds per
   client-round and peak memory of the whole run;
 - ``simulator``: simulator speed under cheap policies.

@@ -220,3 +220,50 @@ def fast_simulation_polling() -> Iterator[bool]:
         yield True
     finally:
         vce_api.add_messages_to_queue = current
+
+
+SIMULATION_NODE_ID_SEED = 20_241_124
+"""Seed of the node-id sequence of simulated SuperNodes (:func:`stable_simulation_node_ids`)."""
+
+
+@contextlib.contextmanager
+def stable_simulation_node_ids() -> Iterator[None]:
+    """Within the block, Flower simulations give their virtual SuperNodes the same node ids in
+    every run (a fixed pseudo-random sequence in registration order, i.e. by partition id).
+
+    Flower draws node ids from ``os.urandom``; the strategies sample node ids, so with partial
+    participation the same seed would otherwise train a different set of clients in every run.
+    With stable ids, sampling seeded by (seed, round) picks the same partitions every time.
+    Only node registration is affected (run and message ids stay random). Wrap
+    ``flwr.simulation.run_simulation`` in it.
+    """
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate import in_memory_linkstate
+
+    register, draw = vce_api._register_nodes, in_memory_linkstate.generate_rand_int_from_bytes
+    if hasattr(register, "stock"):  # already installed (nested)
+        yield
+        return
+
+    def register_nodes(num_nodes: int, state_factory: Any) -> dict[int, int]:
+        rng, registering = random.Random(SIMULATION_NODE_ID_SEED), threading.get_ident()
+
+        def next_id(num_bytes: int, exclude: set[int] | None = None) -> int:
+            if threading.get_ident() != registering:  # another thread's id: Flower's own draw
+                return draw(num_bytes, exclude)
+            while (node_id := rng.getrandbits(8 * num_bytes)) in (exclude or ()):
+                pass
+            return node_id
+
+        in_memory_linkstate.generate_rand_int_from_bytes = next_id
+        try:
+            return register(num_nodes, state_factory)
+        finally:
+            in_memory_linkstate.generate_rand_int_from_bytes = draw
+
+    register_nodes.stock = register  # type: ignore[attr-defined]
+    vce_api._register_nodes = register_nodes
+    try:
+        yield
+    finally:
+        vce_api._register_nodes = register

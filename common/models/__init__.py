@@ -13,7 +13,13 @@ from common.models.nets import (
 )
 from common.models.params import count_params, flatten_params, param_shapes, unflatten_params
 from common.models.policy import NetPolicy
-from common.models.quantize import decision_agreement, quantize_int8
+from common.models.quantize import (
+    Exported,
+    decision_agreement,
+    export_torchscript,
+    quantize_int8,
+    quantize_int8_static,
+)
 
 __all__ = [
     "ARCHS",
@@ -32,6 +38,9 @@ __all__ = [
     "model_size_bytes",
     "param_shapes",
     "quantize_int8",
+    "quantize_int8_static",
+    "export_torchscript",
+    "Exported",
     "scale_width",
     "unflatten_params",
 ]

@@ -41,7 +41,7 @@ def simulate(cfg: FederatedRunConfig) -> list[dict[str, Any]]:
 
     from client.app import build_client_app
     from server.app import build_server_app
-    from server.loop import fast_simulation_polling
+    from server.loop import fast_simulation_polling, stable_simulation_node_ids
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -52,7 +52,9 @@ def simulate(cfg: FederatedRunConfig) -> list[dict[str, Any]]:
         "client_resources": {"num_cpus": cfg.federation.client_cpus, "num_gpus": 0.0},
         "init_args": init_args,
     }
-    with fast_simulation_polling():  # Flower's poller costs O(nodes × messages) CPU every 0.1 s
+    # Flower's poller costs O(nodes × messages) CPU every 0.1 s; its node ids are random, which
+    # would make the clients sampled under a seed differ between runs
+    with fast_simulation_polling(), stable_simulation_node_ids():
         run_simulation(
             server_app=build_server_app(cfg),
             client_app=build_client_app(cfg),

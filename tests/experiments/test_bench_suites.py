@@ -148,20 +148,33 @@ def test_scale_reports_client_round_cost_and_memory(fake_federations, tmp_path):
 
 
 def test_infer_reports_latency_targets(capsys):
-    out = bench.main(["suite=infer", "reps=20"])
-    for name in ("teacher", "student", "student_int8", "fed_student", "fed_student_int8"):
+    out = bench.main(["suite=infer", "reps=20", "calibration=512"])
+    rows = ("teacher", "teacher_ts", "student", "student_int8", "student_ts", "student_int8_ts",
+            "fed_student", "fed_student_int8", "fed_student_ts", "fed_student_int8_ts")  # fmt: skip
+    for name in rows:
         assert out[name]["latency_us_batch1"] > 0 and out[name]["decisions_per_s_batch1024"] > 0
+        assert f"| {name} |" in out["table"]
     assert out["student_int8"]["params"] == out["student"]["params"] < out["teacher"]["params"]
+    # float exports compute what the module computes; int8 ones mostly agree and are smaller
+    assert out["teacher_ts"]["agreement"] == out["student_ts"]["agreement"] == 1.0
+    for name in ("student", "fed_student"):
+        assert out[f"{name}_int8_ts"]["runtime"] == "TorchScript"
+        assert out[f"{name}_int8_ts"]["agreement"] >= 0.9
+        assert out[f"{name}_int8_ts"]["size_bytes"] < 0.6 * out[f"{name}_ts"]["size_bytes"]
     assert out["student_over_teacher"] == pytest.approx(
         out["student"]["latency_us_batch1"] / out["teacher"]["latency_us_batch1"]
     )
+    assert out["int8_over_student"] == pytest.approx(
+        out["student_int8_ts"]["latency_us_batch1"] / out["student_ts"]["latency_us_batch1"]
+    )
     assert out["targets_met"]["student_le_0.5x_teacher"] == (out["student_over_teacher"] <= 0.5)
+    assert out["targets_met"]["int8_le_float_student"] == (out["int8_over_student"] <= 1.0)
     assert set(out["targets_met"]) == {
-        "student_le_0.5x_teacher", "int8_le_float_student",
+        "student_le_0.5x_teacher", "student_ts_le_0.5x_teacher_ts", "int8_le_float_student",
         "fed_student_le_0.5x_teacher", "fed_int8_le_float_fed_student",
     }  # fmt: skip
-    assert "| teacher |" in out["table"] and "| student_int8 |" in out["table"]
-    small = bench.main(["suite=infer", "reps=5", "fed_student=none", "mkldnn=false"])
+    small = bench.main(["suite=infer", "reps=5", "calibration=256", "fed_student=none",
+                        "mkldnn=false"])  # fmt: skip
     assert "fed_student_int8" not in small and small["mkldnn"] is False
     assert "| teacher |" in capsys.readouterr().err
 

@@ -146,11 +146,13 @@ def test_every_study_runs_with_debug_smoke(name, tmp_path):
 @pytest.mark.slow
 def test_two_seed_smoke_sweep_becomes_a_summary_with_figures(tmp_path):
     sweep = tmp_path / "sweep"
+    # the two jobs side by side, each in its own process with its own Ray (the `sweep` extra)
     r = _cli(
         "experiments.run", "-m", "experiment=keco_energy", "debug=smoke", "seed=0,1",
-        f"hydra.sweep.dir={sweep}",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
     jobs = [json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1)]
     assert [j["seed"] for j in jobs] == [0, 1]
     r = _cli("experiments.report", str(sweep), timeout=300)

@@ -41,3 +41,42 @@ def test_checkpoint_names_its_own_arrays(tmp_path):
     done, arrays, history = load_checkpoint(tmp_path)
     assert done == 2 and len(history) == 2
     np.testing.assert_array_equal(arrays["a"].numpy(), np.full(3, 2.0))
+
+
+def _register(n: int) -> dict[int, int]:
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.superlink.federation import NoOpFederationManager
+
+    factory = LinkStateFactory(
+        FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()
+    )
+    return vce_api._register_nodes(num_nodes=n, state_factory=factory)
+
+
+def test_simulated_supernodes_get_the_same_ids_in_every_run():
+    import random
+
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate import in_memory_linkstate
+
+    from server.loop import stable_simulation_node_ids
+
+    register, draw = vce_api._register_nodes, in_memory_linkstate.generate_rand_int_from_bytes
+    assert _register(20) != _register(20)  # Flower's ids come from os.urandom
+    with stable_simulation_node_ids():
+        first = _register(20)
+        with stable_simulation_node_ids():  # nested: left as it is
+            second = _register(20)
+        assert in_memory_linkstate.generate_rand_int_from_bytes is draw  # only while registering
+    assert first == second and sorted(first.values()) == list(range(20))
+    assert len(set(first)) == 20 and 0 not in first
+    # so a seeded sample of node ids is the same set of partitions in every run
+    random.seed(7)
+    picked = [first[n] for n in random.sample(list(first), 5)]
+    random.seed(7)
+    assert [second[n] for n in random.sample(list(second), 5)] == picked
+    assert vce_api._register_nodes is register
+    assert in_memory_linkstate.generate_rand_int_from_bytes is draw
