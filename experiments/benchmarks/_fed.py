@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.procfs import PPID, STARTTIME, STIME, UTIME, all_stats, stat_fields
+
 BENCH_OVERRIDES: tuple[str, ...] = (
     "experiment=federation",
     "strategy.local.episodes=1",
@@ -57,30 +59,16 @@ def _scan_proc() -> tuple[dict[int, list[int]], dict[int, float]]:
     """Children of every process, and every process's CPU seconds (user + system)."""
     children: dict[int, list[int]] = {}
     cpu: dict[int, float] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: fields follow the last ')'
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    for pid, fields in all_stats():
+        children.setdefault(int(fields[PPID]), []).append(pid)
+        cpu[pid] = (int(fields[UTIME]) + int(fields[STIME])) / CLOCK_TICKS
     return children, cpu
 
 
 def _start_time(pid: int) -> int | None:
     """Start time of a process (clock ticks since boot); tells a reused pid from the original."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(b")") + 2 :].split()[19])
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[STARTTIME])
 
 
 def process_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:

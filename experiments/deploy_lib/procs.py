@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.procfs import PGRP, PPID, STATE, all_stats
+
 GRACE_S = 10.0
 
 
@@ -70,31 +72,12 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # members that are only zombies (exited, not yet reaped by a dead parent) do not count
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(") ", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return any(int(f[PGRP]) == pgid and f[STATE] != b"Z" for _, f in all_stats())
 
 
 def children(pid: int) -> list[int]:
     """Ids of the live processes whose parent is ``pid``."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(") ", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(proc.name))
-    return out
+    return [child for child, f in all_stats() if int(f[PPID]) == pid and f[STATE] != b"Z"]
 
 
 def cmdline(pid: int) -> list[str]:
