@@ -407,6 +407,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
 
 
+def round_ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+    """``a`` over ``b`` (two :func:`summarize_runs` results): round wall and CPU time, first
+    round and bytes uploaded per round."""
+    keys = {
+        "round_ratio": "round_s",
+        "round_cpu_ratio": "round_cpu_s",
+        "first_round_ratio": "first_round_s",
+        "bytes_up_ratio": "bytes_up_per_round",
+    }
+    return {name: ratio(a[key], b[key]) for name, key in keys.items()}
+
+
 def fmt(value: float | None, digits: int = 2) -> str:
     """A number for a markdown cell (``–`` when unknown)."""
     return "–" if value is None else f"{value:,.{digits}f}"
@@ -469,6 +481,34 @@ class FedBench:
             file=sys.stderr, flush=True,
         )  # fmt: skip
         return run
+
+    def side_by_side(
+        self,
+        prefix: str,
+        variants: dict[str, Sequence[str]],
+        clients: Sequence[int],
+        rounds: int,
+        repeats: int,
+    ) -> dict[int, dict[str, dict[str, Any]]]:
+        """``{clients: {variant: summarize_runs(...)}}``: every variant (its overrides) at each
+        number of clients, all clients training, ``repeats`` runs each. The variants take turns
+        in alternating order, so a drift in the machine's load hits them alike. Run labels are
+        ``<prefix>-<variant>-<clients>-r<repeat>``."""
+        names = list(variants)
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for n in clients:
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for rep in range(repeats):
+                for name in names if rep % 2 == 0 else names[::-1]:
+                    overrides = [
+                        *variants[name],
+                        f"federation.num_clients={n}",
+                        f"federation.rounds={rounds}",
+                        "federation.fraction_train=1.0",
+                    ]
+                    runs[name].append(self.run(f"{prefix}-{name}-{n}-r{rep}", overrides))
+            out[n] = {name: summarize_runs(runs[name]) for name in names}
+        return out
 
     def describe(self, overrides: Sequence[str] = ()) -> dict[str, Any]:
         """The sizes the runs use (scenario, networks, local work), for the report."""

@@ -21,8 +21,7 @@ from experiments.benchmarks._fed import (
     emit_table,
     fmt,
     markdown_table,
-    ratio,
-    summarize_runs,
+    round_ratios,
 )
 
 RATIO_TARGET = 1.1
@@ -47,34 +46,14 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     clients = [int(c) for c in args.get("clients", [10, 100])]
     rounds = int(args.get("rounds", 3))
     repeats = int(args.get("repeats", 1))
-    names = tuple(STRATEGIES)
-    rows, ratios = [], []
     with FedBench(args) as bench:
         config = bench.describe(STRATEGIES["keco"])
-        for n in clients:
-            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
-            for rep in range(repeats):
-                for name in names if rep % 2 == 0 else names[::-1]:
-                    overrides = [
-                        *STRATEGIES[name],
-                        f"federation.num_clients={n}",
-                        f"federation.rounds={rounds}",
-                        "federation.fraction_train=1.0",
-                    ]
-                    runs[name].append(bench.run(f"flower-{name}-{n}-r{rep}", overrides))
-            summary = {s: summarize_runs(runs[s]) for s in names}
-            rows += [{"strategy": s, **summary[s]} for s in names]
-            keco, fedavg = summary["keco"], summary["fedavg"]
-            ratios.append(
-                {
-                    "clients": n,
-                    "round_ratio": ratio(keco["round_s"], fedavg["round_s"]),
-                    "round_cpu_ratio": ratio(keco["round_cpu_s"], fedavg["round_cpu_s"]),
-                    "bytes_up_ratio": ratio(
-                        keco["bytes_up_per_round"], fedavg["bytes_up_per_round"]
-                    ),
-                }
-            )
+        summaries = bench.side_by_side("flower", STRATEGIES, clients, rounds, repeats)
+    rows = [{"strategy": s, **summary[s]} for summary in summaries.values() for s in STRATEGIES]
+    ratios = [
+        {"clients": n, **round_ratios(summary["keco"], summary["fedavg"])}
+        for n, summary in summaries.items()
+    ]
     by = {(r["clients"], r["strategy"]): r for r in rows}
     lines = []
     for q in ratios:

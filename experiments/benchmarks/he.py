@@ -37,8 +37,7 @@ from experiments.benchmarks._fed import (
     emit_table,
     fmt,
     markdown_table,
-    ratio,
-    summarize_runs,
+    round_ratios,
 )
 from server.strategy import Keco, to_recorddict
 
@@ -221,34 +220,15 @@ def whole_round(args: dict[str, Any]) -> dict[str, Any]:
     rounds = int(args.get("rounds", 3))
     repeats = int(args.get("repeats", 1))
     he = str(args.get("he", "ckks"))
-    modes = (he, "off")
-    rows, ratios = [], []
+    modes = {he: [f"he={he}"], "off": ["he=off"]}
     with FedBench(args) as bench:
         config = bench.describe()
-        for n in clients:
-            runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
-            for rep in range(repeats):
-                for mode in modes if rep % 2 == 0 else modes[::-1]:
-                    overrides = [
-                        f"he={mode}",
-                        f"federation.num_clients={n}",
-                        f"federation.rounds={rounds}",
-                        "federation.fraction_train=1.0",
-                    ]
-                    runs[mode].append(bench.run(f"he-{mode}-{n}-r{rep}", overrides))
-            summary = {m: summarize_runs(runs[m]) for m in modes}
-            for m in modes:
-                rows.append({"he": m, **summary[m]})
-            enc, plain = summary[he], summary["off"]
-            ratios.append(
-                {
-                    "clients": n,
-                    "round_ratio": ratio(enc["round_s"], plain["round_s"]),
-                    "round_cpu_ratio": ratio(enc["round_cpu_s"], plain["round_cpu_s"]),
-                    "first_round_ratio": ratio(enc["first_round_s"], plain["first_round_s"]),
-                    "bytes_up_ratio": ratio(enc["bytes_up_per_round"], plain["bytes_up_per_round"]),
-                }
-            )
+        summaries = bench.side_by_side("he", modes, clients, rounds, repeats)
+    rows = [{"he": m, **summary[m]} for summary in summaries.values() for m in modes]
+    ratios = [
+        {"clients": n, **round_ratios(summary[he], summary["off"])}
+        for n, summary in summaries.items()
+    ]
     return {"config": {**config, "rounds": rounds}, "rows": rows, "ratios": ratios}
 
 
