@@ -26,16 +26,19 @@ from common.crypto import SECRET_CONTEXT_FILE, make_backend
 from common.fed import (
     LocalState,
     canonical,
-    client_profile,
+    distill_global,
     evaluate_student,
+    federation_profile,
     initial_weights,
     load_teacher,
     train_round,
 )
 from common.fed.prepare import TEACHER_FILE
 from common.protocol import (
+    COMPUTE_KEY,
     CONFIG,
     EVAL_WEIGHT,
+    LATE_KEY,
     METRICS,
     GlobalSums,
     RoundSettings,
@@ -66,6 +69,11 @@ def _configs(content: RecordDict) -> dict[str, dict[str, Any]]:
     return {name: dict(record) for name, record in content.config_records.items()}
 
 
+def _round(content: RecordDict) -> int:
+    """The server round of an instruction."""
+    return int(content.config_records[CONFIG]["server-round"])
+
+
 def _metrics(values: dict[str, float]) -> MetricRecord:
     return MetricRecord({k: float(v) for k, v in values.items() if np.isfinite(v)})
 
@@ -84,10 +92,7 @@ class Device:
         """``secret_context`` and ``teacher_path`` default to the files in the run directory
         (simulation); a deployed SuperNode names its provisioned files in its node config."""
         self.cfg = cfg
-        self.profile = client_profile(
-            cfg.scenario, partition_id, cfg.federation.heterogeneity,
-            cfg.strategy.local.speed_gflops, cfg.seed,
-        )  # fmt: skip
+        self.profile = federation_profile(cfg, partition_id)
         self.partition_id = partition_id
         self.state_dir = state_dir
         run_dir = Path(cfg.run_dir)
@@ -127,26 +132,36 @@ class Device:
                 self._state_path(r).unlink(missing_ok=True)
 
     # ---- KECO ------------------------------------------------------------------------------
-    def _global(self, content: RecordDict) -> tuple[RoundSettings, np.ndarray, np.ndarray]:
+    def _global(
+        self, content: RecordDict, aggregated_round: int
+    ) -> tuple[RoundSettings, np.ndarray, np.ndarray]:
+        """Decrypt the global model and knowledge of the instruction (and, with
+        ``strategy.global_kd_steps`` done on the clients, distil the model as KECO's steps 5–6
+        say: ``aggregated_round`` is the round whose aggregation made it)."""
         configs = _configs(content)
         settings = RoundSettings.from_config(configs[CONFIG])
         w, g = read_global(
             self.backend, GlobalSums.from_records(configs), settings.model_length,
-            settings.num_classes,
+            settings.num_classes, settings.knowledge_rows,
         )  # fmt: skip
-        return settings, canonical(w), canonical(g)
+        w, g = canonical(w), canonical(g)
+        st = self.cfg.strategy
+        if st.global_kd_steps and not st.server_distill and aggregated_round >= 1 and w.size:
+            w = distill_global(self.cfg, w, g, aggregated_round)
+        return settings, w, g
 
     def train(self, msg: Message) -> RecordDict:
         if self.cfg.strategy.name in PLAINTEXT_STRATEGIES:
             return self._train_plain(msg)
-        s, w, g = self._global(msg.content)
+        s, w, g = self._global(msg.content, _round(msg.content) - 1)
         state = self._load_state(s.server_round)
         distill_only = self.cfg.strategy.name == "feddistill"
         if distill_only:  # no global model: the client continues its own
             w = state.model if state.model is not None else initial_weights(self.cfg)
         result = train_round(
-            self.cfg, self.profile, state, w, g, server_round=s.server_round, delta=s.delta,
-            temperature=s.temperature, deadline_s=s.deadline_s, teacher=self.teacher,
+            self.cfg, self.profile, state, w, g if s.knowledge else None,
+            server_round=s.server_round, delta=s.delta, temperature=s.temperature,
+            deadline_s=s.deadline_s, teacher=self.teacher,
         )  # fmt: skip
         model = result.model
         if distill_only and model is not None:
@@ -165,7 +180,7 @@ class Device:
             w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
             server_round = int(msg.content.config_records["config"].get("server-round", 0))
         else:
-            s, w, _ = self._global(msg.content)
+            s, w, _ = self._global(msg.content, _round(msg.content))
             server_round = s.server_round
         state = self._load_state(server_round + 1)  # what this client has after the round
         if self.cfg.strategy.name == "feddistill":  # each client runs its own model
@@ -183,17 +198,21 @@ class Device:
         config = dict(msg.content.config_records["config"])
         server_round = int(config.get("server-round", 0))
         w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
-        n_classes = self.cfg.scenario.n_edges + 1
         state = self._load_state(server_round)
+        deadline = float(config.get("keco.deadline-s", float("inf")))
+        wait = self.cfg.strategy.late == "wait"  # a late client trains anyway and is waited for
         result = train_round(
-            self.cfg, self.profile, state, w, np.zeros((n_classes, n_classes)),
+            self.cfg, self.profile, state, w, None,
             server_round=server_round, delta=float(config.get("keco.delta", 1.0)),
-            temperature=float(config.get("keco.temperature", 1.0)), deadline_s=float("inf"),
-            teacher=None,
+            temperature=float(config.get("keco.temperature", 1.0)),
+            deadline_s=float("inf") if wait else deadline, teacher=None,
         )  # fmt: skip
         self._save_state(state, server_round)
-        arrays = ArrayRecord({STUDENT_KEY: Array(result.model.astype(np.float32))})
         metrics = {**result.metrics, "num-examples": result.num_examples}
+        metrics[LATE_KEY] = float(metrics[COMPUTE_KEY] > deadline)
         if self.cfg.strategy.name == "fedmeta2ag":
             metrics[EDGE_GROUP_KEY] = self.partition_id % self.cfg.strategy.edge_servers
+        if result.model is None:  # late and dropped: no update, the round goes on without it
+            return RecordDict({"metrics": _metrics(metrics)})
+        arrays = ArrayRecord({STUDENT_KEY: Array(result.model.astype(np.float32))})
         return RecordDict({"arrays": arrays, "metrics": _metrics(metrics)})

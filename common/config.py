@@ -548,7 +548,7 @@ class ModelConfig:
     """``lstm_dueling``: LSTM units over the K-slot history."""
     map_hidden: int = 64
     """``cnn``: width of the FC layer on the pooled conv features, before the instantaneous
-    features are joined (so the 1,024 map features do not drown the M + 4 task features)."""
+    features are joined (so the 1,024 map features do not drown the task's feature row)."""
 
     def scaled(self, ratio: float) -> ModelConfig:
         """The student of this network: same topology, hidden widths × ``ratio``."""
@@ -613,6 +613,42 @@ class ScheduleConfig:
         return self
 
 
+TARGET_KINDS = ("soft", "hard")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """How the oracle's per-action costs become a student's training targets."""
+
+    kind: str = "soft"
+    """``soft``: softmin over the oracle's predicted cost of every action,
+    ``q_a ∝ exp(−(c_a − min c)/temperature)``, so equally good actions get equal mass and
+    near-ties share it; ``hard``: one-hot of the oracle's argmin (ties go to the lowest index)."""
+    temperature: float = 0.3
+    """Softmin temperature in QoE units (a cost difference of ``temperature`` is a factor e;
+    on ``seed001`` the median gap between the two best actions is about 0.1)."""
+    permute_edges: bool = True
+    """Relabel the edge nodes of every minibatch sample at random (features, history and
+    targets alike), so that no EN index is favoured."""
+
+    def validate(self, where: str = "targets") -> TargetConfig:
+        if self.kind not in TARGET_KINDS:
+            raise ConfigError(
+                f"{where}.kind must be one of {list(TARGET_KINDS)}, got {self.kind!r}"
+            )
+        _check_positive(self.temperature, f"{where}.temperature")
+        if not isinstance(self.permute_edges, bool):
+            raise ConfigError(
+                f"{where}.permute_edges must be true or false, got {self.permute_edges!r}"
+            )
+        return self
+
+
+def targets_from_dict(raw: Any, where: str = "targets") -> TargetConfig:
+    """Build and validate a :class:`TargetConfig`."""
+    return _build(TargetConfig, _to_dict(raw), where).validate(where)
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """Offline distillation of a student from a teacher (KD-D3QN §5.3, KECO loss)."""
@@ -630,6 +666,9 @@ class DistillConfig:
     """Softmax temperature T of the ``kd`` loss."""
     delta: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(length=10000))
     """Weight δ of the hard-label term over the optimiser steps (``kd`` loss only)."""
+    permute_edges: bool = True
+    """Relabel the ENs of every minibatch sample at random (states and the teacher's
+    per-action outputs alike), as the students' training does."""
 
     def validate(self, where: str = "distill") -> DistillConfig:
         if self.loss not in DISTILL_LOSSES:
@@ -673,6 +712,8 @@ class ImitationConfig:
     """Adam learning rate (KECO: 0.001)."""
     weight_decay: float = 0.0
     """Adam L2 penalty."""
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    """Training targets from the oracle's costs."""
 
     def validate(self, where: str = "imitation") -> ImitationConfig:
         for name in ("episodes", "steps", "batch_size"):
@@ -684,6 +725,7 @@ class ImitationConfig:
         _check_positive(self.lr, f"{where}.lr")
         if not _finite(self.weight_decay) or self.weight_decay < 0:
             raise ConfigError(f"{where}.weight_decay must be >= 0, got {self.weight_decay!r}")
+        self.targets.validate(f"{where}.targets")
         return self
 
 
@@ -799,7 +841,9 @@ def ddpg_from_dict(raw: Any, where: str = "ddpg") -> DDPGConfig:
 
 def imitation_from_dict(raw: Any, where: str = "imitation") -> ImitationConfig:
     """Build and validate an :class:`ImitationConfig`."""
-    return _build(ImitationConfig, _to_dict(raw), where).validate(where)
+    d = _to_dict(raw)
+    targets = targets_from_dict(d.pop("targets", {}), f"{where}.targets")
+    return dataclasses.replace(_build(ImitationConfig, d, where), targets=targets).validate(where)
 
 
 def d3qn_from_dict(raw: Any, where: str = "d3qn") -> D3QNConfig:
@@ -948,6 +992,18 @@ class FederationConfig:
     """Connected clients the server waits for before a round (``None``: all ``num_clients``);
     a deployment sets it below ``num_clients`` so that the rounds go on when a device drops
     out."""
+    slow_fraction: float = 0.0
+    """Share of the clients that are slow devices (stragglers): their training speed is
+    multiplied by ``slow_factor``. Which clients are slow is a seeded draw of exactly
+    ``round(slow_fraction × num_clients)`` partitions."""
+    slow_factor: float = 0.25
+    """Largest speed multiplier of a slow client's compute-time model (each slow client draws
+    one log-uniformly in ``[slow_factor / slow_spread, slow_factor]``)."""
+    slow_spread: float = 100.0
+    """Ratio of the fastest to the slowest slow device (>= 1)."""
+    uplink_mbps: float = 20.0
+    """Uplink rate of the clients' updates, Mbit/s: a round's simulated time is its slowest
+    used client's compute time plus the time to upload its reply."""
 
     @property
     def available(self) -> int:
@@ -963,6 +1019,11 @@ class FederationConfig:
             if not _finite(v) or not 0.0 < v <= 1.0:
                 raise ConfigError(f"federation.{name} must be in (0, 1], got {v!r}")
         _check_unit(self.heterogeneity, "federation.heterogeneity")
+        _check_unit(self.slow_fraction, "federation.slow_fraction")
+        _check_positive(self.slow_factor, "federation.slow_factor")
+        if not _finite(self.slow_spread) or self.slow_spread < 1:
+            raise ConfigError(f"federation.slow_spread must be >= 1, got {self.slow_spread!r}")
+        _check_positive(self.uplink_mbps, "federation.uplink_mbps")
         _check_positive(self.client_cpus, "federation.client_cpus")
         _check_positive(self.timeout_s, "federation.timeout_s")
         if self.min_available_nodes is not None and (
@@ -992,15 +1053,24 @@ class LocalConfig:
     """Bounded local buffer of labelled tasks (incremental learning; oldest dropped first)."""
     epochs: int = 20
     """Passes over the buffer per round."""
-    batch_size: int = 64
+    batch_size: int = 256
     """Samples per optimiser step."""
     lr: float = 3e-3
     """Adam learning rate (KECO uses 0.001 over far more steps)."""
     explore: float = 0.1
     """Probability that the behaviour policy takes a random action while collecting data."""
-    expert_mix: float = 0.5
-    """Probability that the behaviour policy follows the oracle (DAgger's β), so that the buffer
-    covers the states a good policy visits and not only the student's own."""
+    expert_mix: ScheduleConfig = field(
+        default_factory=lambda: ScheduleConfig(kind="linear", start=0.9, floor=0.1, length=10)
+    )
+    """Probability β_t that the behaviour policy follows the oracle in round t (DAgger's β),
+    a schedule over rounds: early rounds follow the oracle (good states), later ones the
+    student (the states it visits itself). ``conf/strategy/keco.yaml`` spans the run's rounds."""
+    train_loads: tuple[float, ...] | None = None
+    """Load multipliers cycled over the episodes a client simulates (each scales its devices'
+    arrival probabilities), so a policy learns the loads it will meet; ``None``: the
+    scenario's own load only."""
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    """Training targets from the oracle's costs."""
     logits_source: str = "teacher"
     """Network whose per-class mean logits form the client's soft labels: ``teacher`` (KECO's
     HE section) or ``student``."""
@@ -1016,15 +1086,39 @@ class LocalConfig:
         _check_positive(self.lr, "strategy.local.lr")
         _check_positive(self.speed_gflops, "strategy.local.speed_gflops")
         _check_unit(self.explore, "strategy.local.explore")
-        _check_unit(self.expert_mix, "strategy.local.expert_mix")
-        if self.explore + self.expert_mix > 1.0:
+        self.expert_mix.validate("strategy.local.expert_mix")
+        if self.explore + max(self.expert_mix.start, self.expert_mix.floor) > 1.0:
             raise ConfigError("strategy.local.explore + strategy.local.expert_mix must be <= 1")
+        if self.train_loads is not None:
+            loads = self.train_loads
+            if not loads or any(not _finite(v) or v <= 0 for v in loads):
+                raise ConfigError(
+                    f"strategy.local.train_loads must be null or a non-empty list of positive "
+                    f"load multipliers, got {loads!r}"
+                )
+        self.targets.validate("strategy.local.targets")
         if self.logits_source not in LOGITS_SOURCES:
             raise ConfigError(
                 f"strategy.local.logits_source must be one of {list(LOGITS_SOURCES)}, "
                 f"got {self.logits_source!r}"
             )
         return self
+
+
+def local_from_dict(raw: Any) -> LocalConfig:
+    """Build (not yet validate) a :class:`LocalConfig` from ``strategy.local``."""
+    d = _to_dict(raw)
+    where = "strategy.local"
+    mix = d.pop("expert_mix", None)
+    if isinstance(mix, (int, float)) and not isinstance(mix, bool):  # a constant β
+        mix = {"kind": "constant", "start": mix, "floor": mix, "length": 1}
+    subs: dict[str, Any] = {"targets": targets_from_dict(d.pop("targets", {}), f"{where}.targets")}
+    if mix is not None:
+        subs["expert_mix"] = schedule_from_dict(mix, f"{where}.expert_mix")
+    loads = d.get("train_loads")
+    if loads is not None:
+        d["train_loads"] = _as_floats_named(loads, f"{where}.train_loads")
+    return dataclasses.replace(_build(LocalConfig, d, where), **subs)
 
 
 @dataclass(frozen=True)
@@ -1054,6 +1148,35 @@ class MetaConfig:
         return self
 
 
+KNOWLEDGE_KINDS = ("proxy", "class_table")
+LATE_POLICIES = ("wait", "drop")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The shared proxy set of ``knowledge: proxy`` (``strategy.proxy``; see
+    :mod:`common.fed.proxy`)."""
+
+    size: int = 512
+    """Proxy states; a client uploads ``size × (M + 1)`` logits per round."""
+    episodes: int | None = None
+    """Public episodes the states are drawn from (at the run's training loads); ``None``: as
+    many as it takes to hold twice ``size`` tasks."""
+    policy: str = "greedy"
+    """Public heuristic that runs those episodes."""
+
+    def validate(self) -> ProxyConfig:
+        _check_positive_int(self.size, "strategy.proxy.size")
+        if self.episodes is not None:
+            _check_positive_int(self.episodes, "strategy.proxy.episodes")
+        if self.policy not in HEURISTIC_METHODS:
+            raise ConfigError(
+                f"strategy.proxy.policy must be one of {list(HEURISTIC_METHODS)}, "
+                f"got {self.policy!r}"
+            )
+        return self
+
+
 @dataclass(frozen=True)
 class StrategyConfig:
     """The server strategy and the round schedule (``conf/strategy/*.yaml``)."""
@@ -1069,9 +1192,30 @@ class StrategyConfig:
     """δ_t over rounds: weight of the hard-label loss (KECO: 3:1 early, 1:3 late)."""
     temperature: float = 2.0
     """Distillation temperature T."""
+    knowledge: str = "proxy"
+    """What the soft labels are: ``proxy`` (every client's logits on the shared proxy set,
+    per-sample knowledge) or ``class_table`` (per-class mean logits, indexed by the label:
+    class-dependent label smoothing, kept as the ablation)."""
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    """The shared proxy set (``knowledge: proxy``)."""
+    soft_cap: float = 1.0
+    """Largest weight of the soft term relative to the hard one: the loss uses
+    ``min((1 − δ)·T², soft_cap·δ)`` for the soft term."""
+    global_kd_steps: int = 0
+    """KECO's steps 5–6 ("Implementation of KECO"): after averaging, distil the global model
+    towards the global soft labels on the proxy set for this many minibatches before it is
+    used (0: off). Under CKKS each client does it right after decrypting (every client gets
+    the same model: the step is seeded by the round alone)."""
+    server_distill: bool = False
+    """With ``he=off``, the server does the ``global_kd_steps`` itself after aggregating and
+    sends the distilled model (the same code and result; clients then skip it)."""
     deadline_s: float | None = None
     """Budget of simulated local compute per round, seconds; slower clients are late (set y).
-    ``None``: no deadline."""
+    ``None``: no deadline. The same compute-time model and deadline apply to every strategy."""
+    late: str = "wait"
+    """What ``fedavg`` and ``fedmeta2ag`` do with a client over the deadline: ``wait`` for it
+    (the round lasts as long as the slowest sampled client) or ``drop`` its update (the round
+    goes on with the on-time clients). KECO and FedDistill use late clients' logits instead."""
     local: LocalConfig = field(default_factory=LocalConfig)
     edge_servers: int = 4
     """``fedmeta2ag``: MEC-L edge servers; client ``i`` belongs to server ``i mod edge_servers``."""
@@ -1094,8 +1238,28 @@ class StrategyConfig:
                 "{kind: constant, start: 1.0}"
             )
         _check_positive(self.temperature, "strategy.temperature")
+        if self.knowledge not in KNOWLEDGE_KINDS:
+            raise ConfigError(
+                f"strategy.knowledge must be one of {list(KNOWLEDGE_KINDS)}, got {self.knowledge!r}"
+            )
+        self.proxy.validate()
+        if not _finite(self.soft_cap) or self.soft_cap < 0:
+            raise ConfigError(f"strategy.soft_cap must be a number >= 0, got {self.soft_cap!r}")
+        if not isinstance(self.global_kd_steps, int) or self.global_kd_steps < 0:
+            raise ConfigError(
+                f"strategy.global_kd_steps must be an integer >= 0, got {self.global_kd_steps!r}"
+            )
+        if self.global_kd_steps and self.knowledge != "proxy":
+            raise ConfigError(
+                "strategy.global_kd_steps distils on the proxy set: it needs "
+                "strategy.knowledge=proxy"
+            )
         if self.deadline_s is not None:
             _check_positive(self.deadline_s, "strategy.deadline_s")
+        if self.late not in LATE_POLICIES:
+            raise ConfigError(
+                f"strategy.late must be one of {list(LATE_POLICIES)}, got {self.late!r}"
+            )
         self.local.validate()
         return self
 
@@ -1125,6 +1289,11 @@ class FederatedRunConfig:
     """Policies the final student is compared with (the oracle always is)."""
 
     def validate(self) -> FederatedRunConfig:
+        if self.strategy.server_distill and (self.he.enabled or not self.strategy.global_kd_steps):
+            raise ConfigError(
+                "strategy.server_distill needs he=off (a CKKS server cannot see the model) and "
+                "strategy.global_kd_steps > 0"
+            )
         if self.strategy.name in PLAINTEXT_STRATEGIES and self.he.enabled:
             raise ConfigError(
                 f"strategy={self.strategy.name} sends plaintext weights through Flower's "
@@ -1133,6 +1302,20 @@ class FederatedRunConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         _check_positive_int(self.final_eval_episodes, "experiment.final_eval_episodes")
+        st, sc = self.strategy, self.scenario
+        if st.knowledge == "proxy" and st.proxy.episodes is not None:
+            loads = st.local.train_loads or (1.0,)
+            p = sc.effective_arrival_prob
+            expected = sum(
+                sc.n_devices * sc.n_slots * min(1.0, p * loads[i % len(loads)])
+                for i in range(st.proxy.episodes)
+            )
+            if expected < 2 * st.proxy.size:
+                raise ConfigError(
+                    f"strategy.proxy.size={st.proxy.size} needs about twice as many tasks in the "
+                    f"proxy episodes, but strategy.proxy.episodes={st.proxy.episodes} hold about "
+                    f"{expected:.0f}: raise strategy.proxy.episodes or lower strategy.proxy.size"
+                )
         from common.mec.policies import POLICIES
 
         unknown = [h for h in self.heuristics if h not in POLICIES]
@@ -1149,11 +1332,13 @@ def federated_from_dict(raw: Any, run_dir: str | Path | None = None) -> Federate
     exp = _to_dict(d.get("experiment"))
     strategy = _to_dict(d.get("strategy"))
     delta = schedule_from_dict(strategy.pop("delta", {}), "strategy.delta")
-    local = _build(LocalConfig, _to_dict(strategy.pop("local", {})), "strategy.local")
+    local = local_from_dict(strategy.pop("local", {}))
     meta = _build(MetaConfig, _to_dict(strategy.pop("meta", {})), "strategy.meta")
+    proxy = _build(ProxyConfig, _to_dict(strategy.pop("proxy", {})), "strategy.proxy")
     strat = dataclasses.replace(
-        _build(StrategyConfig, strategy, "strategy"), delta=delta, local=local, meta=meta
-    )
+        _build(StrategyConfig, strategy, "strategy"), delta=delta, local=local, meta=meta,
+        proxy=proxy,
+    )  # fmt: skip
     cfg = FederatedRunConfig(
         scenario=scenario_from_dict(d.get("scenario")),
         student=model_from_dict(d.get("student")),
@@ -1207,7 +1392,11 @@ FEDERATED_METHODS: dict[str, tuple[str, ...]] = {
     "keco_no_delta": ("strategy=keco_no_delta",),
     "keco_fixed_delta": ("strategy=keco_fixed_delta",),
     "keco_student_logits": ("strategy=keco_student_logits",),
+    "keco_class_table": ("strategy.knowledge=class_table",),
+    "keco_global_kd": ("strategy.global_kd_steps=100",),
     "fedavg": ("strategy=fedavg", "he=off"),
+    "fedavg_wait": ("strategy=fedavg", "he=off", "strategy.late=wait"),
+    "fedavg_drop": ("strategy=fedavg", "he=off", "strategy.late=drop"),
     "feddistill": ("strategy=feddistill",),
     "fedmeta2ag": ("strategy=fedmeta2ag", "he=off", "scenario.edge_allocation=kkt"),
 }
@@ -1274,6 +1463,9 @@ class StudyConfig:
     """Evaluation episodes per (method, x, facet); the same seeds for every method."""
     eval_seed: int = 50000
     """Seed of the evaluation episodes (disjoint from training seeds)."""
+    eval_clients: int = 10
+    """``federation`` sweeps: the clients whose devices every method is evaluated on (spread
+    evenly over the partition ids; each decides with the model it would use)."""
     train_per_facet: bool = False
     """Train the methods separately in every facet's world (e.g. under CPU or memory
     pressure) instead of once on the base scenario."""
@@ -1287,13 +1479,16 @@ class StudyConfig:
                 f"experiment.methods: unknown methods {unknown}; valid methods are {list(METHODS)}"
             )
         if self.sweep.target == "federation":
-            bad = [m for m in self.methods if m not in FEDERATED_METHODS]
+            allowed = (*FEDERATED_METHODS, *HEURISTIC_METHODS)
+            bad = [m for m in self.methods if m not in allowed]
             if bad:
                 raise ConfigError(
                     f"experiment.methods {bad} are not federated; a sweep over {self.sweep.key} "
-                    f"trains federations (valid: {list(FEDERATED_METHODS)})"
+                    f"trains federations (valid: {list(FEDERATED_METHODS)}, with the heuristics "
+                    f"{list(HEURISTIC_METHODS)} as references)"
                 )
         _check_positive_int(self.eval_episodes, "experiment.eval_episodes")
+        _check_positive_int(self.eval_clients, "experiment.eval_clients")
         if (self.facet is None) != (not self.facets):
             raise ConfigError("experiment.facet and experiment.facets go together")
         for value, overrides in self.facets.items():

@@ -1,22 +1,25 @@
-"""Distillation losses and schedules: KECO's hard/soft loss, δ and T schedules, soft-label tables,
-and KD-D3QN's offline Q-value matching.
+"""Distillation losses and schedules: the oracle's targets, KECO's hard/soft loss, δ and T
+schedules, soft-label tables, and KD-D3QN's offline Q-value matching.
 
-KECO loss (DESIGN §4), for student logits ``z``, hard labels ``y`` and soft-label logits ``g``
-(a teacher's logits, or row ``G[y]`` of the global per-class table)::
+KECO loss (DESIGN §4), for student logits ``z``, targets ``q`` (the oracle's cost-aware target
+distribution, or its hard label) and soft-label logits ``g`` (a teacher's logits, or row
+``G[y]`` of the global per-class table)::
 
-    L = δ · CE(y, z) + (1 − δ) · T² · KL(softmax(g / T) ‖ softmax(z / T))
+    L = δ · CE(q, z) + (1 − δ) · T² · KL(softmax(g / T) ‖ softmax(z / T))
 
-The T² keeps the soft term's gradient on the scale of the hard term's (Hinton et al.).
+The T² keeps the soft term's gradient on the scale of the hard term's (Hinton et al.); the
+soft term's weight ``(1 − δ)·T²`` is capped at a multiple of the hard term's (``soft_weight``).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import ScheduleConfig
+from common.config import ScheduleConfig, TargetConfig
 
 
 def schedule_value(cfg: ScheduleConfig, step: int) -> float:
@@ -33,23 +36,21 @@ def schedule_value(cfg: ScheduleConfig, step: int) -> float:
     raise ValueError(f"unknown schedule kind {cfg.kind!r}")
 
 
-def adapt_temperature(
-    temperature: float,
-    previous_loss: float | None,
-    loss: float,
-    tolerance: float = 0.01,
-    factor: float = 0.9,
-    minimum: float = 1.0,
-) -> float:
-    """KECO's temperature adaptation on convergence: once the loss improves by less than
-    ``tolerance`` (relative), sharpen the soft labels by multiplying T by ``factor``, not
-    below ``minimum``."""
-    if previous_loss is None or not math.isfinite(previous_loss) or previous_loss == 0:
-        return temperature
-    improvement = (previous_loss - loss) / abs(previous_loss)
-    if improvement < tolerance:
-        return max(minimum, temperature * factor)
-    return temperature
+def cost_targets(costs: np.ndarray, cfg: TargetConfig) -> np.ndarray:
+    """Target distributions [n, M + 1] from the oracle's predicted costs (−QoE) of every action.
+
+    ``soft``: ``q_a ∝ exp(−(c_a − min_b c_b) / T)``: actions of equal cost get equal mass, so a
+    tie among interchangeable edge nodes favours none of them. ``hard``: one-hot of the argmin
+    (ties go to the lowest index, the oracle's own label).
+    """
+    costs = np.asarray(costs, dtype=np.float64)
+    if cfg.kind == "hard":
+        out = np.zeros(costs.shape, dtype=np.float32)
+        out[np.arange(len(costs)), costs.argmin(1)] = 1.0
+        return out
+    logits = -(costs - costs.min(1, keepdims=True)) / cfg.temperature
+    q = np.exp(logits)
+    return (q / q.sum(1, keepdims=True)).astype(np.float32)
 
 
 def soft_kl(
@@ -64,25 +65,48 @@ def soft_kl(
 
 def hard_soft_loss(
     student_logits: torch.Tensor,
-    hard_labels: torch.Tensor,
+    targets: torch.Tensor,
     soft_logits: torch.Tensor,
     delta: float,
     temperature: float,
 ) -> torch.Tensor:
-    """``δ·CE(hard) + (1 − δ)·T²·KL(soft ‖ student)`` with per-sample soft-label logits."""
-    hard = F.cross_entropy(student_logits, hard_labels)
+    """``δ·CE(targets) + (1 − δ)·T²·KL(soft ‖ student)`` with per-sample soft-label logits;
+    ``targets`` are class indices [B] or target distributions [B, M + 1]."""
+    hard = F.cross_entropy(student_logits, targets)
+    if delta >= 1.0:
+        return hard
     return delta * hard + (1.0 - delta) * soft_kl(student_logits, soft_logits, temperature)
+
+
+def soft_weight(delta: float, temperature: float, cap: float = math.inf) -> float:
+    """Weight of KECO's soft term, ``(1 − δ)·T²``, at most ``cap·δ`` (the hard term's weight
+    times ``cap``), so that the soft labels never outweigh the targets unless asked to."""
+    return min((1.0 - delta) * temperature**2, cap * delta)
 
 
 def keco_loss(
     student_logits: torch.Tensor,
-    hard_labels: torch.Tensor,
-    soft_table: torch.Tensor,
+    targets: torch.Tensor,
+    soft_student_logits: torch.Tensor | None,
+    soft_logits: torch.Tensor | None,
     delta: float,
     temperature: float,
+    cap: float = math.inf,
 ) -> torch.Tensor:
-    """The KECO loss with global soft labels: sample ``i`` is pulled towards ``G[y_i]``."""
-    return hard_soft_loss(student_logits, hard_labels, soft_table[hard_labels], delta, temperature)
+    """The KECO loss ``δ·CE(targets, z) + w·KL(softmax(g/T) ‖ softmax(z'/T))`` with
+    ``w = soft_weight(δ, T, cap)`` (the KL without its T², which ``w`` carries).
+
+    ``student_logits`` and ``targets`` (indices or distributions) are the client's own
+    samples; ``soft_student_logits`` are the student's logits on the rows of the soft labels
+    ``soft_logits``: the same samples for the per-class table (``G[label]``), proxy states for
+    proxy knowledge. Without soft labels (``None``, e.g. round 1) the loss is the CE alone.
+    """
+    hard = F.cross_entropy(student_logits, targets)
+    if soft_logits is None or soft_student_logits is None or delta >= 1.0:
+        return hard
+    weight = soft_weight(delta, temperature, cap)
+    soft = soft_kl(soft_student_logits, soft_logits, temperature) / temperature**2
+    return delta * hard + weight * soft
 
 
 def class_mean_logits(

@@ -43,7 +43,7 @@ import numpy as np
 
 from common.crypto.backend import Backend
 from common.crypto.packing import (
-    as_soft_label_table,
+    as_knowledge,
     pack_model_and_labels,
     unpack_model_and_labels,
 )
@@ -64,10 +64,18 @@ METRICS = "metrics"
 INIT_MODEL = "model"
 """Key of the flat initial model W_0 in the initial ArrayRecord."""
 INIT_SOFT_LABELS = "soft-labels"
-"""Key of the initial (M+1)×(M+1) soft-label table G_0 in the initial ArrayRecord."""
+"""Key of the initial soft-label knowledge G_0 (rows × (M+1)) in the initial ArrayRecord."""
 
 EVAL_WEIGHT = "tasks"
 """Evaluation metrics are averaged weighted by the number of tasks each client simulated."""
+LATE_KEY = "late"
+"""Train metric: 1 when the client was over the round's deadline (FedAvg-style strategies
+that drop late updates get a reply without arrays)."""
+COMPUTE_KEY = "compute_s"
+"""Train metric: the client's simulated compute seconds for what it sent."""
+SUMMED_METRICS = ("episodes", "train_steps")
+"""Client train metrics that the server sums over the replies (the round's budget: episodes
+simulated, optimiser steps taken); every other metric is a weighted mean."""
 
 ROLE_ON_TIME = "x"
 """Finished before the deadline: uploads Enc(n_i·[W, G])."""
@@ -78,11 +86,12 @@ ROLE_FRESH = "v"
 ROLES = (ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH)
 
 
-def expected_length(role: str, model_length: int, num_classes: int) -> int:
-    """Plaintext length of an upload of ``role``."""
+def expected_length(role: str, model_length: int, num_classes: int, rows: int | None = None) -> int:
+    """Plaintext length of an upload of ``role`` (knowledge of ``rows`` × ``num_classes``;
+    ``rows`` defaults to ``num_classes``: the per-class table)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
-    table = num_classes * num_classes
+    table = (num_classes if rows is None else rows) * num_classes
     return model_length + table if role == ROLE_ON_TIME else table
 
 
@@ -95,7 +104,12 @@ class RoundSettings:
     model_length: int
     """P, the length of the flat student vector W."""
     num_classes: int
-    """M+1 actions; G is num_classes × num_classes."""
+    """M+1 actions: the columns of G."""
+    knowledge_rows: int
+    """Rows of G: M+1 for the per-class table, the proxy-set size for proxy knowledge."""
+    knowledge: bool
+    """Whether G holds the federation's knowledge yet (not in round 1: clients then train on
+    their targets alone)."""
     delta: float
     """δ_t, weight of the hard-label loss (1 − δ_t for the soft-label loss)."""
     temperature: float
@@ -110,6 +124,8 @@ class RoundSettings:
             "server-round": self.server_round,
             "keco.model-length": self.model_length,
             "keco.num-classes": self.num_classes,
+            "keco.knowledge-rows": self.knowledge_rows,
+            "keco.knowledge": bool(self.knowledge),
             "keco.delta": float(self.delta),
             "keco.temperature": float(self.temperature),
             "keco.deadline-s": float(self.deadline_s),
@@ -122,6 +138,8 @@ class RoundSettings:
             "server_round": "server-round",
             "model_length": "keco.model-length",
             "num_classes": "keco.num-classes",
+            "knowledge_rows": "keco.knowledge-rows",
+            "knowledge": "keco.knowledge",
             "delta": "keco.delta",
             "temperature": "keco.temperature",
             "deadline_s": "keco.deadline-s",
@@ -225,7 +243,7 @@ def initial_arrays(model: np.ndarray, soft_labels: np.ndarray) -> dict[str, np.n
     """Plaintext ``W_0`` (flat) and ``G_0`` for the ArrayRecord given to ``Strategy.start``."""
     return {
         INIT_MODEL: np.asarray(model, dtype=np.float64).ravel(),
-        INIT_SOFT_LABELS: as_soft_label_table(soft_labels),
+        INIT_SOFT_LABELS: as_knowledge(soft_labels),
     }
 
 
@@ -253,22 +271,23 @@ def initial_sums(backend: Backend, model: np.ndarray, soft_labels: np.ndarray) -
 
 
 def read_global(
-    backend: Backend, sums: GlobalSums, model_length: int, num_classes: int
+    backend: Backend, sums: GlobalSums, model_length: int, num_classes: int, rows: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Client side: decrypt the global sums and divide by the totals; return ``(W, G)``.
 
     ``G`` includes KECO's correction Δ = U/Σ_u n − V/Σ_v n when both late sets are present.
     """
-    packed_len = expected_length(ROLE_ON_TIME, model_length, num_classes)
+    rows = num_classes if rows is None else rows
+    packed_len = expected_length(ROLE_ON_TIME, model_length, num_classes, rows)
     flat = backend.decrypt(_checked(sums.x.payload, packed_len)) / sums.x.total
-    model, soft_labels = unpack_model_and_labels(flat, model_length, num_classes)
-    table_len = num_classes * num_classes
+    model, soft_labels = unpack_model_and_labels(flat, model_length, num_classes, rows)
+    table_len = rows * num_classes
     # Δ is the difference between stale (u) and fresh (v) late logits: with one side missing
     # it would subtract (or add) a whole soft-label table, so it needs both
     if sums.u is not None and sums.v is not None:
         for term, sign in ((sums.u, 1.0), (sums.v, -1.0)):
             late = backend.decrypt(_checked(term.payload, table_len)) / term.total
-            soft_labels = soft_labels + sign * late.reshape(num_classes, num_classes)
+            soft_labels = soft_labels + sign * late.reshape(rows, num_classes)
     return model, soft_labels
 
 
@@ -341,5 +360,5 @@ def build_upload(
     else:
         if model is not None:
             raise ValueError(f"late clients (role {role!r}) upload logits only; drop model=")
-        vector = as_soft_label_table(soft_labels).ravel()
+        vector = as_knowledge(soft_labels).ravel()
     return TrainUpload(role, num_examples, backend.encrypt(num_examples * vector), logits_round)

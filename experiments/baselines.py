@@ -3,18 +3,26 @@
 - federated (``keco`` and its ablations, ``fedavg``, ``feddistill``, ``fedmeta2ag``): the real
   Flower simulation on Ray, through ``experiments.tasks.federation``; the key owner then reads
   the final global student (``feddistill``: every client's own student);
-- ``centralized``: the student by imitation of the oracle on the pooled data of all clients'
-  devices (the same episode budget as the federation; no privacy, an upper bound);
-- ``cnn``: KECO's CNN trained by each of ``cnn_clients`` clients on its own data only (no
-  federation, no distillation); its metrics are the mean over those clients' models;
-- ``d3qn`` / ``d3qn_student``: KD-D3QN's LSTM + dueling teacher (imitation warm start, then
-  double DQN with heuristic-guided exploration) and the student distilled from it;
-- ``ddpg``: DDPG-based offloading (``common.training.ddpg``);
+- ``centralized``: the student trained on the pooled data of every client's share of the
+  federation's data schedule, with as many optimiser steps as all clients together (no
+  privacy: the upper bound of the federated students);
+- ``cnn``: KECO's CNN trained by each of ``cnn_clients`` clients on its own share of the
+  schedule only (no federation, no distillation); its metrics are the mean over those models;
+- ``d3qn`` / ``d3qn_student``: KD-D3QN's LSTM + dueling teacher (warm started on the first
+  half of the schedule's rounds, then double DQN with heuristic-guided exploration on the
+  worlds and for the optimiser steps left of the budget) and the student distilled from it;
+- ``ddpg``: DDPG-based offloading (``common.training.ddpg``) on the schedule's worlds with
+  the whole budget of episodes and optimiser steps;
 - heuristics and the oracle (``common.mec.policies``).
+
+The budget is the federation's (:func:`common.fed.local.schedule_budget`: every client on time,
+every round): every trained method's ``info`` records the ``episodes`` it simulated and the
+``steps`` it took, and the reports state them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,10 +48,18 @@ from common.config import (
     ddpg_from_dict,
     distill_from_dict,
     federated_from_dict,
-    imitation_from_dict,
     model_from_dict,
 )
-from common.fed import build_student, client_profile
+from common.fed import (
+    ClientProfile,
+    LocalState,
+    build_student,
+    client_student,
+    federation_profile,
+    initial_weights,
+    train_on_schedule,
+)
+from common.fed.local import schedule_budget, schedule_devices
 from common.fed.prepare import TEACHER_FILE, prepare_run_dir
 from common.mec import collect_dataset, feature_scale
 from common.mec.policies import make_policy
@@ -54,7 +70,6 @@ from common.training import (
     seed_everything,
     teacher_outputs,
     train_d3qn,
-    train_imitation,
 )
 
 log = logging.getLogger("keco")
@@ -71,7 +86,16 @@ class Trained:
     history: list[dict[str, Any]] = field(default_factory=list)
     """Per-round rows of a federated method (``server.json``)."""
     info: dict[str, Any] = field(default_factory=dict)
-    """Training seconds, parameters, run directory."""
+    """Training seconds, parameters, run directory, budget (episodes, optimiser steps)."""
+    client_policy: Callable[[ClientProfile], Policy] | None = None
+    """The policy a given client decides with (a federation's personalised or own model);
+    ``None``: every client uses ``policies[0]``."""
+    config: FederatedRunConfig | None = None
+    """A federation's own run config (its world: e.g. FedMeta2Ag's KKT edge allocation)."""
+
+    def for_client(self, profile: ClientProfile) -> Policy:
+        """What client ``profile`` runs."""
+        return self.policies[0] if self.client_policy is None else self.client_policy(profile)
 
 
 @dataclass
@@ -112,10 +136,12 @@ def merge_overrides(*groups: Sequence[str]) -> list[str]:
     return list(merged.values())
 
 
-def method_config(ctx: StudyContext, method: str, run_dir: Path) -> FederatedRunConfig:
+def method_config(ctx: StudyContext, method: str | None, run_dir: Path) -> FederatedRunConfig:
     """The typed config of federated ``method``: the job's config re-composed with the
-    method's overrides (e.g. ``strategy=fedavg he=off``) and the sweep point's."""
-    overrides = merge_overrides(ctx.overrides, FEDERATED_METHODS[method], ctx.extra)
+    method's overrides (e.g. ``strategy=fedavg he=off``) and the sweep point's (``None``: the
+    sweep point's config alone)."""
+    own = FEDERATED_METHODS[method] if method is not None else ()
+    overrides = merge_overrides(ctx.overrides, own, ctx.extra)
     raw = ctx.apply_smoke(compose(overrides))
     return federated_from_dict(raw, run_dir)
 
@@ -140,7 +166,7 @@ def _share_teacher(cfg: FederatedRunConfig, cache: Path) -> None:
 
 def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
     """Run federated ``method`` on Ray and return its final student(s)."""
-    from experiments.tasks.federation import final_student, simulate
+    from experiments.tasks.federation import client_models, final_student, simulate
 
     run_dir = ctx.run_dir / "runs" / f"{method}{tag}"
     cfg = method_config(ctx, method, run_dir)
@@ -153,41 +179,69 @@ def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
         if not cached.exists():
             shutil.copy(Path(cfg.run_dir) / TEACHER_FILE, cached)
     history = simulate(cfg)
-    weights = final_student(cfg)
-    weights = weights if isinstance(weights, list) else [weights]
     scales = feature_scale(cfg.scenario)
-    policies: list[Policy] = [NetPolicy(build_student(cfg, w), *scales, method) for w in weights]
+    last_round = cfg.federation.rounds
+    if cfg.strategy.name == "feddistill":  # every client keeps its own student
+        own = client_models(cfg)
+        policies: list[Policy] = [
+            NetPolicy(build_student(cfg, w), *scales, method) for w in own.values()
+        ]
+
+        def client_policy(profile: ClientProfile) -> Policy:
+            w = own.get(profile.partition_id, initial_weights(cfg))
+            return NetPolicy(build_student(cfg, w), *scales, method)
+
+    else:
+        weights = final_student(cfg)
+        policies = [NetPolicy(build_student(cfg, weights), *scales, method)]
+
+        def client_policy(profile: ClientProfile) -> Policy:
+            state = _client_state(cfg, profile.partition_id)
+            net = client_student(cfg, profile, weights, last_round, state)
+            return NetPolicy(net, *scales, method)
+
     info = {
         "train_seconds": round(time.perf_counter() - start, 2),
         "params": count_params(build_student(cfg)),
+        "episodes": int(sum(r.get("episodes", 0) for r in history)),
+        "steps": int(sum(r.get("train_steps", 0) for r in history)),
         "run_dir": str(run_dir),
         "bytes_up_total": int(sum(r.get("bytes_up", 0) for r in history)),
     }
-    return Trained(method, policies, history, info)
+    personal = cfg.strategy.name in ("feddistill", "fedmeta2ag")
+    return Trained(method, policies, history, info, client_policy if personal else None, cfg)
 
 
-def _profiles(ctx: StudyContext, count: int) -> list:
+def _client_state(cfg: FederatedRunConfig, partition_id: int) -> LocalState | None:
+    """A client's newest saved state (its buffer), if it ever trained."""
+    paths = sorted(
+        (Path(cfg.run_dir) / "clients").glob(f"client-{partition_id}-r*.npz"),
+        key=lambda p: int(p.stem.rpartition("-r")[2]),
+    )
+    return LocalState.load(paths[-1], cfg.scenario) if paths else None
+
+
+def _profiles(ctx: StudyContext, count: int | None = None) -> list[ClientProfile]:
+    """The first ``count`` clients' profiles (default: every client of the federation)."""
     fed = ctx.fed
-    return [
-        client_profile(
-            fed.scenario, pid, fed.federation.heterogeneity, fed.strategy.local.speed_gflops,
-            fed.seed,
-        ).devices
-        for pid in range(count)
-    ]  # fmt: skip
+    count = fed.federation.num_clients if count is None else count
+    return [federation_profile(fed, pid) for pid in range(count)]
 
 
-def _imitation_budget(ctx: StudyContext, clients: int) -> Any:
-    """Imitation config of the centralised/per-client baselines: by default each client's
-    episodes are what it simulates over the whole federation (rounds × local episodes)."""
-    fed = ctx.fed
-    episodes = fed.federation.rounds * fed.strategy.local.episodes
-    raw = {"episodes": episodes, **dict(ctx.baselines.get("imitation") or {})}
-    return imitation_from_dict(raw, "experiment.baselines.imitation")
+def budget(ctx: StudyContext) -> dict[str, int]:
+    """The federation's budget: episodes simulated and optimiser steps of all its clients."""
+    return schedule_budget(ctx.fed, _profiles(ctx))
 
 
 def _model(name: str):
     return model_from_dict(yaml.safe_load((CONF_DIR / "model" / f"{name}.yaml").read_text()))
+
+
+def _info(start: float, net: torch.nn.Module, used: dict[str, int]) -> dict[str, Any]:
+    return {
+        "train_seconds": round(time.perf_counter() - start, 2), "params": count_params(net),
+        "episodes": int(used["episodes"]), "steps": int(used["steps"]),
+    }  # fmt: skip
 
 
 def train_centralized(ctx: StudyContext) -> Trained:
@@ -195,12 +249,8 @@ def train_centralized(ctx: StudyContext) -> Trained:
     start = time.perf_counter()
     seed_everything(fed.seed)
     net = build_for_scenario(fed.student, fed.scenario)
-    clients = fed.federation.num_clients
-    train_imitation(
-        net, fed.scenario, _imitation_budget(ctx, clients), fed.seed + 11,
-        profiles=_profiles(ctx, clients),
-    )  # fmt: skip
-    info = {"train_seconds": round(time.perf_counter() - start, 2), "params": count_params(net)}
+    used = train_on_schedule(fed, net, _profiles(ctx))
+    info = _info(start, net, used)
     return Trained("centralized", [NetPolicy(net, *ctx.scales(), "centralized")], info=info)
 
 
@@ -208,66 +258,80 @@ def train_cnn(ctx: StudyContext) -> Trained:
     fed = ctx.fed
     start = time.perf_counter()
     clients = int(ctx.baselines.get("cnn_clients", 3))
+    ratio = float(ctx.baselines.get("cnn_ratio", 1.0))  # < 1: narrower (2-core budget)
     policies: list[Policy] = []
-    params = 0
-    for pid, profile in enumerate(_profiles(ctx, clients)):
-        seed_everything(fed.seed + pid)
-        ratio = float(ctx.baselines.get("cnn_ratio", 1.0))  # < 1: narrower (2-core budget)
+    used = {"episodes": 0, "steps": 0}
+    for profile in _profiles(ctx, clients):
+        seed_everything(fed.seed + profile.partition_id)
         net = build_for_scenario(_model("cnn").scaled(ratio), fed.scenario)
-        train_imitation(
-            net, fed.scenario, _imitation_budget(ctx, 1), fed.seed + 13 + pid,
-            profiles=[profile],
-        )  # fmt: skip
-        policies.append(NetPolicy(net, *ctx.scales(), f"cnn-{pid}"))
-        params = count_params(net)
-    info = {"train_seconds": round(time.perf_counter() - start, 2), "params": params}
+        for key, value in train_on_schedule(fed, net, [profile]).items():
+            used[key] += value
+        policies.append(NetPolicy(net, *ctx.scales(), f"cnn-{profile.partition_id}"))
+    info = _info(start, net, {k: v // clients for k, v in used.items()})
+    info["note"] = "per client: its own share of the schedule, without federation"
     return Trained("cnn", policies, info=info)
 
 
 def train_d3qn_pair(ctx: StudyContext) -> tuple[Trained, Trained]:
-    """KD-D3QN: the LSTM + dueling teacher (imitation warm start, then D3QN) and its student."""
+    """KD-D3QN: the LSTM + dueling teacher (warm start on the first half of the schedule, then
+    D3QN on the rest of the budget) and the student distilled from it."""
     fed, b = ctx.fed, ctx.baselines
     start = time.perf_counter()
     seed_everything(fed.seed)
     teacher = build_for_scenario(_model(str(b.get("d3qn_model", "lstm_dueling"))), fed.scenario)
-    warm = imitation_from_dict(b.get("imitation") or {}, "experiment.baselines.imitation")
-    train_imitation(teacher, fed.scenario, warm, fed.seed + 17)
-    train_d3qn(teacher, fed.scenario, d3qn_from_dict(b.get("d3qn") or {}), fed.seed + 19)
-    t_teacher = time.perf_counter() - start
+    total, profiles = budget(ctx), _profiles(ctx)
+    half = dataclasses.replace(
+        fed,
+        federation=dataclasses.replace(fed.federation, rounds=max(1, fed.federation.rounds // 2)),
+    )
+    used = train_on_schedule(half, teacher, profiles)
+    worlds = schedule_devices(fed, profiles)[used["episodes"] :]
+    if worlds:  # the rest of the budget: D3QN on the later rounds' worlds
+        steps = max(0, total["steps"] - used["steps"])
+        cfg = dataclasses.replace(
+            d3qn_from_dict(b.get("d3qn") or {}, "experiment.baselines.d3qn"),
+            episodes=len(worlds), parallel_episodes=1,
+            updates_per_episode=-(-steps // len(worlds)),
+        )  # fmt: skip
+        train_d3qn(teacher, fed.scenario, cfg, fed.seed + 19, profiles=worlds)
+        used = {"episodes": used["episodes"] + len(worlds),
+                "steps": used["steps"] + cfg.updates_per_episode * len(worlds)}  # fmt: skip
+    teacher_info = _info(start, teacher, used)
+    t_student = time.perf_counter()
     distill = distill_from_dict(b.get("distill") or {}, "experiment.baselines.distill")
     scales = ctx.scales()
+    episodes = int(b.get("distill_episodes", 10))
     data = normalize(
-        collect_dataset(
-            fed.scenario,
-            NetPolicy(teacher, *scales),
-            int(b.get("distill_episodes", 10)),
-            fed.seed + 23,
-        ),
+        collect_dataset(fed.scenario, NetPolicy(teacher, *scales), episodes, fed.seed + 23),
         fed.scenario,
     )
     seed_everything(fed.seed + 1)
     student = build_for_scenario(fed.student, fed.scenario)
     distill_student(student, data, teacher_outputs(teacher, data), distill, fed.seed + 29)
-    t_student = time.perf_counter() - start - t_teacher
+    student_info = _info(t_student, student, {"episodes": episodes, "steps": distill.steps})
+    student_info["note"] = "distillation only; its teacher's budget comes on top"
     return (
-        Trained("d3qn", [NetPolicy(teacher, *scales, "d3qn")],
-                info={"train_seconds": round(t_teacher, 2), "params": count_params(teacher)}),
-        Trained("d3qn_student", [NetPolicy(student, *scales, "d3qn_student")],
-                info={"train_seconds": round(t_student, 2), "params": count_params(student)}),
-    )  # fmt: skip
+        Trained("d3qn", [NetPolicy(teacher, *scales, "d3qn")], info=teacher_info),
+        Trained("d3qn_student", [NetPolicy(student, *scales, "d3qn_student")], info=student_info),
+    )
 
 
 def train_ddpg_method(ctx: StudyContext) -> Trained:
+    """DDPG from scratch on the schedule's worlds, with the federation's episodes and steps."""
     from common.training.ddpg import train_ddpg
 
     fed = ctx.fed
     start = time.perf_counter()
-    cfg = ddpg_from_dict(ctx.baselines.get("ddpg") or {}, "experiment.baselines.ddpg")
-    result = train_ddpg(fed.scenario, cfg, fed.seed + 31)
-    info = {
-        "train_seconds": round(time.perf_counter() - start, 2),
-        "params": count_params(result.actor),
-    }
+    total = budget(ctx)
+    worlds = schedule_devices(fed, _profiles(ctx))
+    cfg = dataclasses.replace(
+        ddpg_from_dict(ctx.baselines.get("ddpg") or {}, "experiment.baselines.ddpg"),
+        episodes=len(worlds), parallel_episodes=1,
+        updates_per_episode=-(-total["steps"] // len(worlds)),
+    )  # fmt: skip
+    result = train_ddpg(fed.scenario, cfg, fed.seed + 31, profiles=worlds)
+    used = {"episodes": len(worlds), "steps": cfg.updates_per_episode * len(worlds)}
+    info = _info(start, result.actor, used)
     return Trained("ddpg", [NetPolicy(result.actor, *ctx.scales(), "ddpg")], info=info)
 
 
@@ -278,7 +342,7 @@ def train_methods(ctx: StudyContext, methods: Sequence[str], tag: str = "") -> d
         if method in out:
             continue
         log.info("study: training %s%s", method, tag)
-        torch.set_num_threads(int(ctx.cfg.get("threads", 2)))
+        torch.set_num_threads(int(ctx.cfg.get("threads", 1)))
         if method in HEURISTIC_METHODS:
             out[method] = Trained(method, [make_policy(method)])
         elif method in FEDERATED_METHODS:

@@ -56,11 +56,16 @@ import yaml
 # pyplot comes from experiments.figures, which selects the file-only Agg backend before
 # importing it; importing matplotlib.pyplot here first would bypass that.
 from experiments.figures import MISSING, _markdown_table, _number, plt, save_figure
+from experiments.stats import bootstrap_ci
 
 RESULTS = "results.json"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
-CSV_COLUMNS = ("study", "method", "facet", "x", "metric", "mean", "std", "n")
+CSV_COLUMNS = (
+    "study", "method", "facet", "x", "metric", "mean", "std", "ci_low", "ci_high", "n",
+    "diff", "diff_low", "diff_high",
+)  # fmt: skip
+BUDGET_COLUMNS = ("episodes", "steps", "params", "train_seconds")
 KINDS = ("line", "bar")
 SIGNIFICANT = 3  # least significant digits of a table's means (integer digits are never cut)
 MAX_DECIMALS = 6
@@ -87,6 +92,7 @@ class StudyReport:
     jobs: list[dict[str, Any]]
     rows: list[dict[str, Any]]
     figure: Path | None = None
+    curves: Path | None = None
     failed: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -258,7 +264,22 @@ def normalise_spec(raw: dict[str, Any], where: str = "plot spec") -> dict[str, A
         "kind": kind,
         "methods": [str(m) for m in methods] if methods is not None else None,
         "labels": {str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
+        "reference": str(raw["reference"]) if raw.get("reference") else None,
+        "curves": _curves_spec(raw.get("curves"), where),
+        "compare": str(raw["compare"]) if raw.get("compare") else None,
     }
+
+
+def _curves_spec(raw: Any, where: str) -> dict[str, Any] | None:
+    """``report.curves``: a per-round curve figure from the jobs' ``rounds`` rows."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("x"), str) or not raw.get("y"):
+        raise SweepError(f"{where}: report.curves needs x and y (round-row columns)")
+    return {
+        "x": raw["x"], "y": str(raw["y"]), "xlabel": raw.get("xlabel") or raw["x"],
+        "ylabel": raw.get("ylabel") or raw["y"], "cumulative": bool(raw.get("cumulative", True)),
+    }  # fmt: skip
 
 
 def _is_number(value: Any) -> bool:
@@ -281,28 +302,46 @@ def _axis_order(values: Iterable[Any]) -> list[Any]:
     return sorted(distinct) if all(_is_number(v) for v in distinct) else distinct
 
 
+def _cell_matrix(per_seed: dict[Any, list[Any]]) -> np.ndarray:
+    """A cell's values as a [seeds, episodes] matrix.
+
+    Each seed contributes its records' per-episode vectors (or scalars), averaged over its
+    records; seeds with different episode counts (or scalars) fall back to one value each.
+    """
+    rows = [np.mean(np.atleast_2d(np.asarray(v, dtype=float)), axis=0) for v in per_seed.values()]
+    if len({len(r) for r in rows}) == 1:
+        return np.vstack(rows)
+    return np.array([[float(np.mean(r))] for r in rows])
+
+
 def aggregate(
     jobs: Sequence[dict[str, Any]], spec: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Rows ``{study, method, facet, x, metric, mean, std, n}`` over the seeds of one study.
+    """Rows ``{study, method, facet, x, metric, mean, std, ci_low, ci_high, n, diff, diff_low,
+    diff_high}`` over the seeds of one study.
 
     Every numeric record column except x, group, facet and ``seed`` is a metric; non-finite
-    and missing values are left out (``n`` counts the values used). ``std`` is the sample
-    standard deviation (ddof=1), 0 for one value. Should a job hold several records for one
-    cell, they are averaged first so that every seed weighs the same. Rows come metric by
-    metric (plotted metrics first), then facet, x (numbers sorted, text in order of
-    appearance), group value (``spec.methods`` first, then the others in order of
-    appearance); ``facet`` is "" without a facet column.
+    and missing values are left out (``n`` counts the seeds used). A record may carry
+    ``episodes: {metric: [one value per held-out episode]}``: the cell is then the seeds ×
+    episodes matrix, ``mean`` its mean and ``ci_low``/``ci_high`` the 95 % interval of
+    :func:`experiments.stats.bootstrap_ci` (seeds and episodes resampled); without per-episode
+    values the seeds alone are resampled. ``std`` is the sample standard deviation (ddof=1) of
+    the per-seed means, 0 for one seed. ``diff`` (with its interval) is the paired difference
+    to the reference method (``report.reference``, default ``greedy`` when the study has it)
+    on the same seeds and episodes; ``None`` for the reference itself or without it. Rows come
+    metric by metric (plotted metrics first), then facet, x (numbers sorted, text in order of
+    appearance), group value (``spec.methods`` first, then the others in order of appearance);
+    ``facet`` is "" without a facet column.
     """
     if not jobs:
         return []
     spec = normalise_spec(spec) if spec is not None else study_spec(jobs)
     x_col, group_col, facet_col = spec["x"], spec["group"], spec["facet"]
-    keys = {x_col, group_col, facet_col, "seed"}
+    keys = {x_col, group_col, facet_col, "seed", "episodes"}
     study = str(jobs[0]["study"])
 
-    # per_seed[(metric, facet, x, method)][seed] = values in that job
-    per_seed: dict[tuple[Any, ...], dict[Any, list[float]]] = {}
+    # per_seed[(metric, facet, x, method)][seed] = values (scalars or per-episode vectors)
+    per_seed: dict[tuple[Any, ...], dict[Any, list[Any]]] = {}
     metrics, facets, xs, methods = {}, {}, {}, {}
     skipped = 0
     for job in jobs:
@@ -315,16 +354,24 @@ def aggregate(
             facet = _key(record.get(facet_col, "")) if facet_col else ""
             facet = "" if facet is None else facet
             xs[x] = facets[facet] = methods[method] = None
+            episodes = record.get("episodes") if isinstance(record.get("episodes"), dict) else {}
             for column, value in record.items():
                 number = _number(value)
                 if column in keys or number is None:
                     continue
+                vector = episodes.get(column)
+                if isinstance(vector, list) and vector:
+                    if all(_number(v) is not None for v in vector):
+                        number = [float(v) for v in vector]
                 metrics[column] = None
                 cell = per_seed.setdefault((column, facet, x, method), {})
                 cell.setdefault(job["seed"], []).append(number)
     if skipped:
         _warn(f"study {study!r}: {skipped} record(s) without {x_col!r} or {group_col!r} skipped")
 
+    reference = spec["reference"]
+    if reference is None and "greedy" in methods:
+        reference = "greedy"
     plotted = [panel["metric"] for panel in spec["panels"]]
     metric_order = [m for m in plotted if m in metrics] + [m for m in metrics if m not in plotted]
     wanted = spec["methods"] or []
@@ -333,25 +380,51 @@ def aggregate(
     for metric in metric_order:
         for facet in _axis_order(facets):
             for x in _axis_order(xs):
+                ref_cell = per_seed.get((metric, facet, x, reference)) if reference else None
                 for method in method_order:
                     cell = per_seed.get((metric, facet, x, method))
                     if not cell:
                         continue
-                    values = np.array([np.mean(v) for v in cell.values()], dtype=float)
-                    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-                    rows.append(
-                        dict(
-                            study=study,
-                            method=method,
-                            facet=facet,
-                            x=x,
-                            metric=metric,
-                            mean=float(np.mean(values)),
-                            std=std,
-                            n=len(values),
-                        )
-                    )
+                    values = _cell_matrix(cell)
+                    seed_means = values.mean(1)
+                    mean, low, high = bootstrap_ci(values)
+                    row = dict(
+                        study=study, method=method, facet=facet, x=x, metric=metric, mean=mean,
+                        std=float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
+                        ci_low=low, ci_high=high, n=len(seed_means),
+                        diff=None, diff_low=None, diff_high=None,
+                    )  # fmt: skip
+                    common = [seed for seed in cell if ref_cell and seed in ref_cell]
+                    if method != reference and common:
+                        mine = _cell_matrix({s: cell[s] for s in common})
+                        ref = _cell_matrix({s: ref_cell[s] for s in common})
+                        if mine.shape == ref.shape:
+                            diff = bootstrap_ci(mine - ref)
+                            row.update(diff=diff[0], diff_low=diff[1], diff_high=diff[2])
+                    rows.append(row)
     return rows
+
+
+def budgets(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per trained method, the mean over seeds of its training budget (``results.json``'s
+    ``methods``): episodes simulated, optimiser steps, parameters and training seconds."""
+    cells: dict[str, dict[str, list[float]]] = {}
+    notes: dict[str, str] = {}
+    for job in jobs:
+        for method, info in (job.get("methods") or {}).items():
+            if not isinstance(info, dict):
+                continue
+            for key in BUDGET_COLUMNS:
+                number = _number(info.get(key))
+                if number is not None:
+                    cells.setdefault(method, {}).setdefault(key, []).append(number)
+            if isinstance(info.get("note"), str):
+                notes[method] = info["note"]
+    return [
+        {"method": method, **{k: float(np.mean(v)) for k, v in values.items()},
+         "note": notes.get(method, "")}
+        for method, values in cells.items()
+    ]  # fmt: skip
 
 
 # ---- figure ---------------------------------------------------------------------------------
@@ -420,7 +493,8 @@ def plot_study(rows: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path)
     """Draw one study's figure (panels x facets subplots, shared legend) into ``path``.
 
     ``rows`` are :func:`aggregate`'s rows of that study; ``spec`` its plot spec (raw or
-    normalised). Lines show the mean with a ±std band; bars show the mean with std error bars.
+    normalised). Lines show the mean with its 95 % interval as a band; bars show the mean with
+    the interval as error bars.
     """
     spec = normalise_spec(spec)
     path = Path(path)
@@ -455,14 +529,16 @@ def plot_study(rows: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path)
                 continue
             label = spec["labels"].get(method, method)
             means = np.array([p["mean"] for p in points])
-            stds = np.array([p["std"] for p in points])
+            lows = np.array([p["ci_low"] for p in points])
+            highs = np.array([p["ci_high"] for p in points])
             if spec["kind"] == "bar":
                 bar_width = 0.8 / len(methods)
                 offset = (position - (len(methods) - 1) / 2) * bar_width
                 where = [xs.index(p["x"]) + offset for p in points]
                 handles[method] = ax.bar(
-                    where, means, bar_width, yerr=stds, capsize=3, color=colour[method], label=label
-                )
+                    where, means, bar_width, yerr=np.vstack([means - lows, highs - means]),
+                    capsize=3, color=colour[method], label=label,
+                )  # fmt: skip
             else:
                 where = [p["x"] if numeric else xs.index(p["x"]) for p in points]
                 (handles[method],) = ax.plot(
@@ -474,9 +550,7 @@ def plot_study(rows: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path)
                     markevery=max(1, math.ceil(len(points) / MAX_MARKERS)),
                     markersize=5,
                 )
-                ax.fill_between(
-                    where, means - stds, means + stds, color=colour[method], alpha=0.18, linewidth=0
-                )
+                ax.fill_between(where, lows, highs, color=colour[method], alpha=0.18, linewidth=0)
         if spec["kind"] == "bar" or not numeric:
             ax.set_xticks(range(len(xs)), [_text(x) for x in xs])
         elif len(xs) <= MAX_TICKS:
@@ -512,6 +586,74 @@ def plot_study(rows: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path)
     return save_figure(fig, path, rect=(0, 0, 1, 1 - header / height))
 
 
+def curve_points(
+    jobs: Sequence[dict[str, Any]], spec: dict[str, Any]
+) -> dict[tuple[Any, str], tuple[np.ndarray, np.ndarray]]:
+    """Per (sweep x value, method): the mean over seeds of the curve's x (summed over rounds
+    when ``cumulative``) and y at every round, from the jobs' ``rounds`` rows."""
+    curves, x_col = spec["curves"], spec["x"]
+    runs: dict[tuple[Any, str], list[tuple[list[float], list[float]]]] = {}
+    for job in jobs:
+        per_run: dict[tuple[Any, str], list[dict[str, Any]]] = {}
+        for row in job.get("rounds") or []:
+            if isinstance(row, dict) and "method" in row:
+                per_run.setdefault((_key(row.get(x_col, "")), str(row["method"])), []).append(row)
+        for key, rows in per_run.items():
+            rows = sorted(rows, key=lambda r: _number(r.get("round")) or 0)
+            xs = [_number(r.get(curves["x"])) or 0.0 for r in rows]
+            ys = [_number(r.get(curves["y"])) for r in rows]
+            if any(y is None for y in ys):
+                continue
+            xs = list(np.cumsum(xs)) if curves["cumulative"] else xs
+            runs.setdefault(key, []).append((xs, ys))
+    out = {}
+    for key, series in runs.items():
+        length = min(len(x) for x, _ in series)
+        xs = np.mean([x[:length] for x, _ in series], axis=0)
+        ys = np.mean([y[:length] for _, y in series], axis=0)
+        out[key] = (xs, ys)
+    return out
+
+
+def plot_curves(jobs: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path) -> Path | None:
+    """One panel per sweep value: every method's per-round ``curves.y`` against ``curves.x``
+    (e.g. QoE against simulated wall-clock time), mean over the seeds. ``None`` without data."""
+    spec = normalise_spec(spec)
+    if spec["curves"] is None:
+        return None
+    points = curve_points(jobs, spec)
+    if not points:
+        return None
+    panels = _axis_order(x for x, _ in points)
+    methods = [m for m in (spec["methods"] or []) if any(k[1] == m for k in points)]
+    methods += [m for _, m in points if m not in methods]
+    colour = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows + 0.8),
+                             squeeze=False)  # fmt: skip
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles = {}
+    for i, (ax, value) in enumerate(zip(axes.flat, panels, strict=False)):
+        for method in dict.fromkeys(methods):
+            if (value, method) not in points:
+                continue
+            xs, ys = points[value, method]
+            label = spec["labels"].get(method, method)
+            (handles[method],) = ax.plot(xs, ys, marker="o", markersize=3, color=colour[method],
+                                         label=label)  # fmt: skip
+        ax.set_title(f"({_letter(i)}) {spec['xlabel']} = {_text(value)}")
+        ax.set_xlabel(spec["curves"]["xlabel"])
+        ax.set_ylabel(spec["curves"]["ylabel"])
+        ax.grid(alpha=0.3)
+    labels = [spec["labels"].get(m, m) for m in handles]
+    ncol = min(len(handles), LEGEND_COLUMNS)
+    fig.legend(list(handles.values()), labels, loc="upper center", ncol=ncol, frameon=False)
+    height = PANEL_SIZE[1] * rows + 0.8
+    return save_figure(fig, Path(path), rect=(0, 0, 1, 1 - 0.8 / height))
+
+
 # ---- summary --------------------------------------------------------------------------------
 
 
@@ -527,10 +669,10 @@ def table_decimals(means: Iterable[float]) -> int:
     return min(MAX_DECIMALS, max(0, SIGNIFICANT - integer_digits))
 
 
-def format_mean_std(mean: float, std: float, decimals: int | None = None) -> str:
-    """``"1.50 ± 0.71"``, by default with :func:`table_decimals` of the mean alone."""
+def format_interval(mean: float, low: float, high: float, decimals: int | None = None) -> str:
+    """``"1.50 [0.90, 2.10]"``, by default with :func:`table_decimals` of the mean alone."""
     decimals = table_decimals([mean]) if decimals is None else decimals
-    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+    return f"{mean:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
 def _seed_list(jobs: Sequence[dict[str, Any]]) -> str:
@@ -568,16 +710,83 @@ def _study_tables(report: StudyReport) -> list[str]:
                 if row is None:
                     cells.append(MISSING)
                     continue
-                # One value has no spread to show; a cell over fewer seeds than the study has is
-                # flagged, not silently mixed in.
-                if row["n"] < 2:
-                    cells.append(f"{row['mean']:.{decimals}f} (n={row['n']})")
+                if row["n"] == 1 and row["ci_low"] == row["ci_high"]:  # nothing to resample
+                    cells.append(f"{row['mean']:.{decimals}f} (n=1)")
                     continue
-                cell = format_mean_std(row["mean"], row["std"], decimals)
+                cell = format_interval(row["mean"], row["ci_low"], row["ci_high"], decimals)
+                # a cell over fewer seeds than the study has is flagged, not silently mixed in
                 cells.append(cell + (f" (n={row['n']})" if row["n"] < len(report.jobs) else ""))
             table.append(cells)
         lines += [*_markdown_table([spec["xlabel"], *labels], table), ""]
+    lines += _difference_table(report, methods)
+    lines += _budget_table(report)
     return lines
+
+
+def _difference_table(report: StudyReport, methods: Sequence[str]) -> list[str]:
+    """The paired differences to the reference method for the ``compare`` metric."""
+    spec, rows = normalise_spec(report.spec), report.rows
+    with_diff = [r for r in rows if r["diff"] is not None]
+    if not with_diff:
+        return []
+    metric = spec["compare"] or ("qoe" if any(r["metric"] == "qoe" for r in with_diff) else None)
+    metric = metric or spec["panels"][0]["metric"]
+    chosen = [r for r in with_diff if r["metric"] == metric]
+    if not chosen:
+        return []
+    reference = next(r["method"] for r in rows if r["metric"] == metric and r["diff"] is None)
+    shown = [m for m in methods if any(r["method"] == m for r in chosen)]
+    index = {(r["facet"], r["x"], r["method"]): r for r in chosen}
+    decimals = table_decimals(abs(r["diff"]) for r in chosen)
+    lines = []
+    for facet in _axis_order(r["facet"] for r in chosen):
+        title = f"Paired difference to `{reference}` in `{metric}`"
+        if facet != "":
+            name = spec["facet_labels"].get(facet) or f"{spec['facet']} = {_text(facet)}"
+            title += f", {name}"
+        lines += [f"### {title}", ""]
+        lines += [
+            "Mean of (method − reference) on the same seeds and held-out episodes, with its 95 % "
+            "interval; an interval that excludes 0 separates the two.",
+            "",
+        ]
+        table = []
+        for x in _axis_order(r["x"] for r in chosen if r["facet"] == facet):
+            cells = [_text(x)]
+            for method in shown:
+                row = index.get((facet, x, method))
+                cells.append(
+                    MISSING if row is None
+                    else format_interval(row["diff"], row["diff_low"], row["diff_high"], decimals)
+                )  # fmt: skip
+            table.append(cells)
+        header = [spec["xlabel"], *(spec["labels"].get(m, m) for m in shown)]
+        lines += [*_markdown_table(header, table), ""]
+    return lines
+
+
+def _budget_table(report: StudyReport) -> list[str]:
+    """What every trained method simulated and how many optimiser steps it took."""
+    rows = budgets(report.jobs)
+    if not rows:
+        return []
+    spec = normalise_spec(report.spec)
+    lines = ["### Training budget", ""]
+    lines += [
+        "Mean over the seeds: episodes simulated and optimiser steps of every trained method "
+        "(a federation: all its clients together).",
+        "",
+    ]
+    table = [
+        [
+            spec["labels"].get(r["method"], r["method"]),
+            *(MISSING if k not in r else f"{r[k]:,.0f}" for k in BUDGET_COLUMNS),
+            r["note"],
+        ]
+        for r in rows
+    ]
+    header = ["method", "episodes", "optimiser steps", "parameters", "seconds", "note"]
+    return [*lines, *_markdown_table(header, table), ""]
 
 
 def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> Path:
@@ -595,7 +804,10 @@ def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> Path:
                     row["metric"],
                     repr(row["mean"]),
                     repr(row["std"]),
+                    repr(row["ci_low"]),
+                    repr(row["ci_high"]),
                     row["n"],
+                    *("" if row[k] is None else repr(row[k]) for k in CSV_COLUMNS[-3:]),
                 ]
             )
     return Path(path)
@@ -620,9 +832,10 @@ def write_summary(
     if sweep_dir is not None:
         lines += [f"Sweep: `{sweep_dir}`", ""]
     lines += [
-        "Cells are mean ± sample standard deviation (ddof=1) over the seeds; a cell over fewer "
-        "seeds than the study has says its n, and a cell of one value shows no spread. Every "
-        f"numeric metric is in `{SUMMARY_CSV}`.",
+        "Cells are the mean over seeds and held-out episodes with its 95 % bootstrap interval "
+        "[low, high] (seeds and episodes resampled: `experiments.stats`); a cell over fewer "
+        "seeds than the study has says its n. Every numeric metric, with the sample standard "
+        f"deviation over seeds, is in `{SUMMARY_CSV}`.",
         "",
     ]
     for report in reports:
@@ -640,6 +853,14 @@ def write_summary(
         lines += _study_tables(report)
         if report.figure is not None:
             lines += [f"![]({_relative(report.figure, out_dir)})", ""]
+        if report.curves is not None:
+            curves = normalise_spec(report.spec)["curves"]
+            lines += [
+                f"### {curves['ylabel']} against {curves['xlabel'].lower()}", "",
+                "Per round, mean over the seeds" + (" (x summed over the rounds)." if
+                curves["cumulative"] else "."), "",
+                f"![]({_relative(report.curves, out_dir)})", "",
+            ]  # fmt: skip
     if unassigned:
         lines += ["## Jobs without results", ""]
         lines += [f"- {_failed_text(f, sweep_dir)}" for f in unassigned] + [""]
@@ -713,6 +934,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _warn(f"study {name!r}: no numeric metric in any record")
             report = StudyReport(name=name, spec=spec, jobs=jobs, rows=rows)
             report.figure = plot_study(rows, spec, out_dir / _file_name(name))
+            curves_path = out_dir / _file_name(f"{name}_curves")
+            report.curves = plot_curves(jobs, spec, curves_path)
             reports.append(report)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)

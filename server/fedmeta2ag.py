@@ -17,14 +17,16 @@ from logging import WARNING
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common import log
-from flwr.serverapp.strategy import FedAvg
+
+from server.fedavg import DeadlineFedAvg, split_late
 
 EDGE_GROUP_KEY = "edge-group"
 """Metric naming the client's MEC-L edge server (an integer)."""
 
 
-class FedMeta2Ag(FedAvg):
-    """FedAvg's sampling and messages with edge-level, then cloud-level, aggregation."""
+class FedMeta2Ag(DeadlineFedAvg):
+    """FedAvg's sampling, messages and deadline with edge-level, then cloud-level,
+    aggregation."""
 
     def __init__(self, *args, expected_length: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -57,14 +59,14 @@ class FedMeta2Ag(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies, dropped = split_late(replies)
         for msg in replies:
             if msg.has_error():
                 log(WARNING, "fedmeta2ag: node %s failed: %s", msg.metadata.src_node_id,
                     msg.error.reason)  # fmt: skip
         valid = [m for m in replies if not m.has_error() and self._usable(m)]
         if not valid:
-            return None, None
+            return None, MetricRecord(self.deadline_metrics(valid, dropped))
         groups: dict[int, list[Message]] = defaultdict(list)
         for msg in valid:
             metrics = next(iter(msg.content.metric_records.values()))
@@ -74,6 +76,7 @@ class FedMeta2Ag(FedAvg):
         arrays = ArrayRecord({k: Array(v.astype(np.float32)) for k, v in cloud.items()})
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
         metrics["edge_servers"] = len(groups)
+        metrics.update(self.deadline_metrics(valid, dropped))
         return arrays, metrics
 
 

@@ -13,15 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.crypto import PUBLIC_CONTEXT_FILE, make_backend
 from common.distill import schedule_value
-from common.fed import initial_weights
-from common.protocol import initial_arrays
+from common.fed import canonical, distill_global, initial_weights, knowledge_shape
+from common.protocol import (
+    SUMMED_METRICS,
+    GlobalSums,
+    initial_arrays,
+    initial_sums,
+    read_global,
+)
+from server.fedavg import DeadlineFedAvg
 from server.fedmeta2ag import FedMeta2Ag
 from server.loop import run_rounds
 from server.strategy import Keco
@@ -36,9 +43,21 @@ def initial_model(cfg: FederatedRunConfig) -> tuple[np.ndarray, np.ndarray]:
     Under ``feddistill`` no weights are exchanged: W_0 is empty and each client starts from
     its own copy of the seeded initialisation.
     """
-    n_classes = cfg.scenario.n_edges + 1
     w0 = np.zeros(0) if cfg.strategy.name == "feddistill" else initial_weights(cfg)
-    return w0, np.zeros((n_classes, n_classes))
+    return w0, np.zeros(knowledge_shape(cfg))
+
+
+def train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Flower's weighted mean of the clients' train metrics, except the budget counters
+    (:data:`common.protocol.SUMMED_METRICS`), which are summed over the clients."""
+    summed = {key: 0.0 for key in SUMMED_METRICS}
+    for record in records:
+        for metrics in record.metric_records.values():
+            for key in SUMMED_METRICS:
+                summed[key] += float(metrics.get(key, 0.0))
+    out = aggregate_metricrecords(records, weight_key)
+    out.update({key: value for key, value in summed.items() if value})
+    return out
 
 
 def build_strategy(cfg: FederatedRunConfig):
@@ -47,23 +66,36 @@ def build_strategy(cfg: FederatedRunConfig):
     w0, g0 = initial_model(cfg)
     n_train = max(1, math.ceil(fed.available * fed.fraction_train))
     n_eval = max(1, math.ceil(fed.available * fed.fraction_evaluate))
+    deadline = math.inf if st.deadline_s is None else st.deadline_s
     common = dict(
         fraction_train=fed.fraction_train, fraction_evaluate=fed.fraction_evaluate,
         min_train_nodes=n_train, min_evaluate_nodes=n_eval, min_available_nodes=fed.available,
+        uplink_mbps=fed.uplink_mbps,
     )  # fmt: skip
     if st.name in PLAINTEXT_STRATEGIES:
+        plain = dict(
+            common, weighted_by_key="num-examples", train_metrics_aggr_fn=train_metrics,
+            deadline_s=deadline,
+        )  # fmt: skip
         if st.name == "fedmeta2ag":
-            strategy = FedMeta2Ag(**common, weighted_by_key="num-examples", expected_length=len(w0))
+            strategy = FedMeta2Ag(**plain, expected_length=len(w0))
         else:
-            strategy = FedAvg(**common, weighted_by_key="num-examples")
+            strategy = DeadlineFedAvg(**plain)
         return strategy, ArrayRecord({STUDENT_KEY: Array(w0.astype(np.float32))})
     backend = make_backend(cfg.he, Path(cfg.run_dir) / PUBLIC_CONTEXT_FILE)
+    hook = None
+    if st.server_distill:  # he=off: the server can read the model and do KECO's steps 5-6
+
+        def hook(sums: GlobalSums, server_round: int) -> GlobalSums:
+            w, g = read_global(backend, sums, len(w0), g0.shape[1], g0.shape[0])
+            w = distill_global(cfg, canonical(w), canonical(g), server_round)
+            return initial_sums(backend, w, g)  # Δ is folded into g: one term, total s
+
     strategy = Keco(
-        backend, len(w0), g0.shape[0],
-        delta=lambda r: schedule_value(st.delta, r - 1),
-        temperature=st.temperature,
-        deadline_s=math.inf if st.deadline_s is None else st.deadline_s,
-        correction=st.correction, min_replies=fed.min_replies, **common,
+        backend, len(w0), g0.shape[1], g0.shape[0],
+        delta=lambda r: schedule_value(st.delta, r - 1), temperature=st.temperature,
+        deadline_s=deadline, correction=st.correction, min_replies=fed.min_replies,
+        after_aggregate=hook, **common,
     )  # fmt: skip
     arrays = ArrayRecord({k: Array(v) for k, v in initial_arrays(w0, g0).items()})
     return strategy, arrays
@@ -71,7 +103,10 @@ def build_strategy(cfg: FederatedRunConfig):
 
 def _row(server_round: int, train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"train_loss": train.get("train_loss")}
-    for key in ("set_x", "set_u", "set_v", "rejected", "failed", "train_accuracy", "edge_servers"):
+    for key in (
+        "set_x", "set_u", "set_v", "set_late", "rejected", "failed", "train_accuracy",
+        "edge_servers", "delta_formed", "sim_seconds", *SUMMED_METRICS,
+    ):  # fmt: skip
         if key in train:
             row[key] = train[key]
     for key in ("qoe", "drop_ratio", "delay", "energy_total", "offload_ratio", "tasks"):
@@ -90,7 +125,11 @@ def run_server(grid: Grid, cfg: FederatedRunConfig) -> list[dict[str, Any]]:
 
         def fedavg_config(r: int) -> ConfigRecord:
             return ConfigRecord(
-                {"keco.delta": schedule_value(st.delta, r - 1), "keco.temperature": st.temperature}
+                {
+                    "keco.delta": schedule_value(st.delta, r - 1),
+                    "keco.temperature": st.temperature,
+                    "keco.deadline-s": math.inf if st.deadline_s is None else st.deadline_s,
+                }
             )
 
     _, history = run_rounds(

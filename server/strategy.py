@@ -31,6 +31,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from common.crypto import Backend, CryptoError, PayloadError
 from common.protocol import (
+    COMPUTE_KEY,
     CONFIG,
     EVAL_WEIGHT,
     INIT_MODEL,
@@ -40,6 +41,7 @@ from common.protocol import (
     ROLE_ON_TIME,
     ROLE_STALE,
     ROLES,
+    SUMMED_METRICS,
     GlobalSums,
     GlobalTerm,
     RoundSettings,
@@ -47,6 +49,7 @@ from common.protocol import (
     expected_length,
     initial_sums,
 )
+from server.fedavg import round_seconds
 
 Schedule = float | Callable[[int], float]
 """A per-round value: a constant or a function of the server round (1-based)."""
@@ -98,8 +101,9 @@ class Keco(Strategy):
     ----------
     backend
         The server's crypto backend: CKKS from ``public.ctx`` (no secret key) or plaintext.
-    model_length, num_classes
-        P (length of the flat student vector) and M+1 (soft-label table is (M+1)×(M+1)).
+    model_length, num_classes, knowledge_rows
+        P (length of the flat student vector), M+1 (actions) and the rows of the soft-label
+        knowledge G (M+1 for the per-class table, the proxy-set size for proxy knowledge).
     delta, temperature
         δ_t and T_t sent to the clients each round (``common.distill`` provides schedules).
     deadline_s
@@ -110,6 +114,11 @@ class Keco(Strategy):
         Fewest valid, used replies for a round to go on (at least one must be on time).
     fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes
         Node sampling, as in Flower's ``FedAvg``.
+    uplink_mbps
+        The clients' uplink, for the round's simulated time (``sim_seconds``).
+    after_aggregate
+        ``(sums, round) -> sums`` applied to the new global state (plaintext only: the
+        server-side distillation of KECO's steps 5–6).
     """
 
     # pylint: disable=too-many-arguments,too-many-instance-attributes
@@ -118,6 +127,7 @@ class Keco(Strategy):
         backend: Backend,
         model_length: int,
         num_classes: int,
+        knowledge_rows: int | None = None,
         *,
         delta: Schedule = 0.75,
         temperature: Schedule = 1.0,
@@ -129,21 +139,26 @@ class Keco(Strategy):
         min_train_nodes: int = 2,
         min_evaluate_nodes: int = 2,
         min_available_nodes: int = 2,
+        uplink_mbps: float = 20.0,
+        after_aggregate: Callable[[GlobalSums, int], GlobalSums] | None = None,
     ) -> None:
         if backend.scheme != "plain" and backend.can_decrypt:
             raise CryptoError(
                 "the KECO server was given a context with the secret key; load public.ctx "
                 "(the server must not be able to decrypt)"
             )
-        if model_length < 0 or num_classes < 2:
+        knowledge_rows = num_classes if knowledge_rows is None else knowledge_rows
+        if model_length < 0 or num_classes < 2 or knowledge_rows < 1:
             raise ValueError(
-                f"model_length must be >= 0 and num_classes >= 2, got {model_length}, {num_classes}"
+                f"model_length must be >= 0, num_classes >= 2 and knowledge_rows >= 1, got "
+                f"{model_length}, {num_classes}, {knowledge_rows}"
             )
         if min_replies < 1:
             raise ValueError(f"min_replies must be >= 1, got {min_replies}")
         self.backend = backend
         self.model_length = model_length
         self.num_classes = num_classes
+        self.knowledge_rows = knowledge_rows
         self.delta = delta
         self.temperature = temperature
         self.deadline_s = deadline_s
@@ -154,6 +169,8 @@ class Keco(Strategy):
         self.min_train_nodes = min_train_nodes
         self.min_evaluate_nodes = min_evaluate_nodes
         self.min_available_nodes = min_available_nodes
+        self.uplink_mbps = uplink_mbps
+        self.after_aggregate = after_aggregate
         self.global_sums: GlobalSums | None = None
         """The latest global state (also returned to ``start`` as an ArrayRecord)."""
         self._bytes_down: dict[int, int] = {}
@@ -191,7 +208,9 @@ class Keco(Strategy):
         MetricRecord with the clients' metrics averaged by n_i plus ``set_x``, ``set_u``,
         ``set_v``, ``rejected`` (invalid replies), ``failed`` (error replies),
         ``ignored_late`` (correction off), ``total_x/u/v`` (Σ n_i), ``bytes_up`` (ciphertext
-        bytes received), ``bytes_down`` (ciphertext bytes sent) and ``aggregate_ms``. Raises
+        bytes received), ``bytes_down`` (ciphertext bytes sent), ``aggregate_ms``,
+        ``delta_formed`` (1 when both late sets were there, so clients form Δ) and
+        ``sim_seconds`` (slowest used client's compute plus upload time). Raises
         :class:`RoundFailedError` when fewer than ``min_replies`` usable replies remain or none
         is on time.
         """
@@ -200,6 +219,7 @@ class Keco(Strategy):
         totals = dict.fromkeys(ROLES, 0.0)
         rejected: list[tuple[int, str]] = []
         failed = ignored = bytes_up = 0
+        timed: list[tuple[float, int]] = []  # (compute seconds, upload bytes) of used replies
         key_weight: dict[str, float] = {}
         weighted: dict[str, float] = {}
         for msg in replies:
@@ -223,10 +243,12 @@ class Keco(Strategy):
                 ignored += 1  # the Δ ablation: late logits are not used
                 continue
             sums[upload.role].add(loaded)
+            timed.append((client_metrics.get(COMPUTE_KEY, 0.0), upload.payload.nbytes))
             totals[upload.role] += upload.num_examples
             for key, value in client_metrics.items():
-                weighted[key] = weighted.get(key, 0.0) + upload.num_examples * value
-                key_weight[key] = key_weight.get(key, 0.0) + upload.num_examples
+                w = 1.0 if key in SUMMED_METRICS else upload.num_examples
+                weighted[key] = weighted.get(key, 0.0) + w * value
+                key_weight[key] = key_weight.get(key, 0.0) + w
         used = sum(s.count for s in sums.values())
         if used < self.min_replies or sums[ROLE_ON_TIME].count == 0:
             reasons = "; ".join(f"node {n}: {r}" for n, r in rejected) or "none"
@@ -243,9 +265,15 @@ class Keco(Strategy):
         self.global_sums = GlobalSums(
             terms[ROLE_ON_TIME], terms.get(ROLE_STALE), terms.get(ROLE_FRESH)
         )
+        delta_formed = self.global_sums.u is not None and self.global_sums.v is not None
+        if self.after_aggregate is not None:
+            self.global_sums = self.after_aggregate(self.global_sums, server_round)
         # each metric is averaged over the clients that reported it (late clients do not train,
-        # so they report no train_loss)
-        metrics = {key: value / key_weight[key] for key, value in weighted.items()}
+        # so they report no train_loss); the budget counters are summed
+        metrics = {
+            key: value if key in SUMMED_METRICS else value / key_weight[key]
+            for key, value in weighted.items()
+        }
         metrics.update(
             {
                 "set_x": sums[ROLE_ON_TIME].count,
@@ -260,6 +288,8 @@ class Keco(Strategy):
                 "bytes_up": bytes_up,
                 "bytes_down": self._bytes_down.get(server_round, 0),
                 "aggregate_ms": 1e3 * (time.perf_counter() - start),
+                "delta_formed": float(delta_formed),
+                "sim_seconds": round_seconds(timed, 0, math.inf, self.uplink_mbps),
             }
         )
         log(INFO, "round %d: aggregated x=%d u=%d v=%d, rejected %d",
@@ -319,6 +349,8 @@ class Keco(Strategy):
             server_round=server_round,
             model_length=self.model_length,
             num_classes=self.num_classes,
+            knowledge_rows=self.knowledge_rows,
+            knowledge=server_round > 1,  # round 1 holds G_0 only; later rounds the clients' G
             delta=_at(self.delta, server_round),
             temperature=_at(self.temperature, server_round),
             deadline_s=_at(self.deadline_s, server_round),
@@ -334,11 +366,12 @@ class Keco(Strategy):
             sums = GlobalSums.from_arrays({k: a.numpy() for k, a in arrays.items()})
         elif INIT_MODEL in arrays and INIT_SOFT_LABELS in arrays:
             model, soft_labels = arrays[INIT_MODEL].numpy(), arrays[INIT_SOFT_LABELS].numpy()
-            if model.size != self.model_length or soft_labels.shape != (self.num_classes,) * 2:
+            shape = (self.knowledge_rows, self.num_classes)
+            if model.size != self.model_length or soft_labels.shape != shape:
                 raise ValueError(
                     f"initial arrays have a model of {model.size} values and soft labels of "
                     f"shape {soft_labels.shape}; the strategy expects {self.model_length} and "
-                    f"({self.num_classes}, {self.num_classes})"
+                    f"{shape}"
                 )
             # The initial model is public; encrypting it with the public key keeps one read
             # path on the clients (every round: decrypt, divide by the total).
@@ -353,7 +386,7 @@ class Keco(Strategy):
         return sums
 
     def _length(self, role: str) -> int:
-        return expected_length(role, self.model_length, self.num_classes)
+        return expected_length(role, self.model_length, self.num_classes, self.knowledge_rows)
 
     def _sample(self, grid: Grid, fraction: float, min_nodes: int, what: str) -> list[int]:
         available = len(list(grid.get_node_ids()))

@@ -1,4 +1,8 @@
-"""Packing of a flat vector and of the soft-label table into N/2-slot chunks (numpy only)."""
+"""Packing of a flat vector and of the soft-label knowledge into N/2-slot chunks (numpy only).
+
+The knowledge ``G`` is a matrix of logits with one column per action: the per-class table
+((M+1) × (M+1), row ``c`` for label ``c``) or the logits on a shared proxy set (one row per
+proxy state)."""
 
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ def join_chunks(chunks: Sequence[np.ndarray], length: int) -> np.ndarray:
     return flat[:length]
 
 
-def pack_model_and_labels(model: np.ndarray, soft_labels: np.ndarray) -> np.ndarray:
+def pack_model_and_labels(model: np.ndarray, knowledge: np.ndarray) -> np.ndarray:
     """One flat vector ``[W, G.ravel()]``.
 
     Packing both into one stream saves a ciphertext: 6,500 parameters plus a 33×33 table fill
@@ -53,28 +57,29 @@ def pack_model_and_labels(model: np.ndarray, soft_labels: np.ndarray) -> np.ndar
     model = np.asarray(model, dtype=np.float64).ravel()
     if model.size:  # empty under feddistill: soft labels only, the weights stay on the device
         model = as_flat(model, "model")
-    return np.concatenate([model, as_soft_label_table(soft_labels).ravel()])
+    return np.concatenate([model, as_knowledge(knowledge).ravel()])
 
 
 def unpack_model_and_labels(
-    flat: np.ndarray, model_length: int, num_classes: int
+    flat: np.ndarray, model_length: int, num_classes: int, rows: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`pack_model_and_labels`: ``(W, G)`` with ``G`` of shape (C, C)."""
-    expected = model_length + num_classes * num_classes
+    """Inverse of :func:`pack_model_and_labels`: ``(W, G)`` with ``G`` of shape (rows, C)."""
+    expected = model_length + rows * num_classes
     if flat.size != expected:
         raise ValueError(
-            f"packed vector has {flat.size} values; model_length={model_length} and "
-            f"num_classes={num_classes} need {expected}"
+            f"packed vector has {flat.size} values; model_length={model_length}, "
+            f"num_classes={num_classes} and {rows} knowledge rows need {expected}"
         )
-    return flat[:model_length].copy(), flat[model_length:].reshape(num_classes, num_classes)
+    return flat[:model_length].copy(), flat[model_length:].reshape(rows, num_classes)
 
 
-def as_soft_label_table(soft_labels: np.ndarray) -> np.ndarray:
-    """Check that the soft-label table is square (M+1)×(M+1) and finite; return float64."""
-    table = np.asarray(soft_labels, dtype=np.float64)
-    if table.ndim != 2 or table.shape[0] != table.shape[1] or table.shape[0] < 2:
+def as_knowledge(knowledge: np.ndarray) -> np.ndarray:
+    """Check that the knowledge is a finite (rows, M+1) matrix with M >= 1; return float64."""
+    table = np.asarray(knowledge, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] < 2:
         raise ValueError(
-            f"soft_labels must be a square (M+1)x(M+1) table with M >= 1, got shape {table.shape}"
+            f"soft-label knowledge must be a (rows, M+1) matrix with M >= 1, got shape "
+            f"{table.shape}"
         )
-    as_flat(table, "soft_labels")
+    as_flat(table, "soft-label knowledge")
     return table

@@ -6,13 +6,23 @@ from common.fed.local import (
     RoundResult,
     build_student,
     canonical,
+    client_student,
+    distill_global,
     evaluate_student,
     initial_weights,
+    knowledge_shape,
     load_teacher,
     save_teacher,
+    train_on_schedule,
     train_round,
 )
-from common.fed.profiles import ClientProfile, client_profile, compute_seconds
+from common.fed.profiles import (
+    ClientProfile,
+    client_profile,
+    compute_seconds,
+    federation_profile,
+    slow_clients,
+)
 
 __all__ = [
     "ClientProfile",
@@ -21,10 +31,16 @@ __all__ = [
     "build_student",
     "canonical",
     "client_profile",
+    "client_student",
     "compute_seconds",
+    "distill_global",
     "evaluate_student",
+    "federation_profile",
     "initial_weights",
+    "knowledge_shape",
     "load_teacher",
     "save_teacher",
+    "slow_clients",
+    "train_on_schedule",
     "train_round",
 ]

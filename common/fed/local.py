@@ -1,11 +1,14 @@
 """The KECO local round of one client, and its persistent state (plain torch + numpy).
 
 Per round a client: loads the global student ``W_t`` and soft labels ``G_t``; simulates fresh
-episodes on its own devices with the student as behaviour policy (plus a little exploration);
-labels every task with the oracle and appends it to a bounded buffer (incremental learning);
-computes its per-class mean logits ``G^i`` with the teacher (or the student); decides with the
-compute-time model whether it meets the round's deadline; and, if so, trains the student on the
-buffer with the KECO loss ``δ·CE(label) + (1−δ)·T²·KL(G_t[label] ‖ student)``.
+episodes on its own devices (the data schedule: each episode at one of the training loads, the
+behaviour policy following the oracle with a probability β_t that decays over rounds, the
+student otherwise, plus a little exploration); labels every task with the oracle's predicted
+cost of every action and appends it to a bounded buffer (incremental learning); computes its
+per-class mean logits ``G^i`` with the teacher (or the student); decides with the compute-time
+model whether it meets the round's deadline; and, if so, trains the student on the buffer with
+the KECO loss ``δ·CE(q) + (1−δ)·T²·KL(G_t[label] ‖ student)``, where ``q`` are the oracle's
+cost-aware targets, each minibatch under a random relabelling of the edge nodes.
 
 Late clients (set y) upload logits only: fresh ones (set v) when producing the logits fits the
 deadline, otherwise the stale ones of their last round (set u).
@@ -13,6 +16,7 @@ deadline, otherwise the stale ones of their last round (set u).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +25,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import FederatedRunConfig, ModelConfig, ScenarioConfig
-from common.distill import class_mean_logits, keco_loss
+from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig, ModelConfig, ScenarioConfig
+from common.distill import (
+    class_mean_logits,
+    cost_targets,
+    keco_loss,
+    schedule_value,
+    soft_kl,
+)
 from common.fed.profiles import ClientProfile, compute_seconds
-from common.mec import Observation, collect_dataset, evaluate_policy, feature_scale
+from common.fed.proxy import proxy_logits, proxy_tensors
+from common.mec import (
+    DeviceProfile,
+    MECBatch,
+    Observation,
+    TaskDataset,
+    collect_dataset,
+    evaluate_policy,
+    feature_scale,
+    n_features,
+)
 from common.mec.policies import oracle
 from common.models import (
     NetPolicy,
@@ -33,7 +53,7 @@ from common.models import (
     flatten_params,
     unflatten_params,
 )
-from common.training import fit
+from common.training import fit, permute_edges_batch
 
 ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH = "x", "u", "v"
 
@@ -56,6 +76,13 @@ def canonical(values: np.ndarray) -> np.ndarray:
     """
     scaled = np.asarray(values, dtype=np.float64) * 2.0**GRID_BITS
     return (np.floor(scaled + GRID_PHASE) + 0.5 - GRID_PHASE) / 2.0**GRID_BITS
+
+
+def knowledge_shape(cfg: FederatedRunConfig) -> tuple[int, int]:
+    """Shape of the soft-label knowledge G: (proxy size, M + 1) or the (M + 1)² class table."""
+    classes = cfg.scenario.n_edges + 1
+    rows = cfg.strategy.proxy.size if cfg.strategy.knowledge == "proxy" else classes
+    return rows, classes
 
 
 def round_seed(seed: int, partition_id: int, server_round: int, purpose: int) -> int:
@@ -105,6 +132,8 @@ class LocalState:
     features: np.ndarray
     history: np.ndarray
     label: np.ndarray
+    costs: np.ndarray
+    """[n, M + 1] the oracle's predicted cost of every action (the targets come from it)."""
     stale_table: np.ndarray | None = None
     stale_n: int = 0
     stale_round: int = 0
@@ -115,14 +144,16 @@ class LocalState:
     def empty(cls, scenario: ScenarioConfig) -> LocalState:
         m, k = scenario.n_edges, scenario.history_slots
         return cls(
-            np.zeros((0, m + 4), np.float32), np.zeros((0, k, m), np.float32), np.zeros(0, np.int64)
-        )
+            np.zeros((0, n_features(m)), np.float32), np.zeros((0, k, m), np.float32),
+            np.zeros(0, np.int64), np.zeros((0, m + 1), np.float32),
+        )  # fmt: skip
 
-    def append(self, features: np.ndarray, history: np.ndarray, label: np.ndarray, cap: int):
+    def append(self, data: TaskDataset, cap: int) -> None:
         """Add new samples; keep the newest ``cap`` (incremental learning, bounded memory)."""
-        self.features = np.concatenate([self.features, features])[-cap:]
-        self.history = np.concatenate([self.history, history])[-cap:]
-        self.label = np.concatenate([self.label, label])[-cap:]
+        self.features = np.concatenate([self.features, data.features])[-cap:]
+        self.history = np.concatenate([self.history, data.history])[-cap:]
+        self.label = np.concatenate([self.label, data.label])[-cap:]
+        self.costs = np.concatenate([self.costs, data.costs])[-cap:]
 
     def save(self, path: str | Path) -> None:
         extra = {}
@@ -134,7 +165,7 @@ class LocalState:
         tmp = path.with_name(f".{path.stem}.tmp.npz")  # hidden: never mistaken for a state
         np.savez(
             tmp, features=self.features, history=self.history, label=self.label,
-            stale_n=self.stale_n, stale_round=self.stale_round, **extra,
+            costs=self.costs, stale_n=self.stale_n, stale_round=self.stale_round, **extra,
         )  # fmt: skip
         tmp.replace(path)  # atomic: a crash never leaves half a state
 
@@ -144,7 +175,7 @@ class LocalState:
             return cls.empty(scenario)
         with np.load(path) as z:
             return cls(
-                z["features"], z["history"], z["label"],
+                z["features"], z["history"], z["label"], z["costs"],
                 z["stale_table"] if "stale_table" in z else None,
                 int(z["stale_n"]), int(z["stale_round"]),
                 z["model"] if "model" in z else None,
@@ -175,12 +206,190 @@ class RoundResult:
 
     role: str
     num_examples: int
-    soft_labels: np.ndarray
-    """The (M+1)×(M+1) table to upload (fresh, or stale for role u)."""
+    soft_labels: np.ndarray | None
+    """The knowledge to upload (fresh, or stale for role u): the per-class table or the logits
+    on the proxy set; ``None`` under the weight-only strategies (``fedavg``, ``fedmeta2ag``)."""
     logits_round: int
     model: np.ndarray | None = None
     """Flat trained student (role x only)."""
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def round_loads(cfg: FederatedRunConfig, partition_id: int, server_round: int) -> list[float]:
+    """The load multiplier of each episode a client simulates in a round: the training loads
+    cycled over rounds and clients (so every load is seen every few rounds), or 1."""
+    local = cfg.strategy.local
+    if local.train_loads is None:
+        return [1.0] * local.episodes
+    loads = local.train_loads
+    first = (server_round - 1) * local.episodes + partition_id
+    return [loads[(first + e) % len(loads)] for e in range(local.episodes)]
+
+
+@dataclass(frozen=True)
+class World:
+    """Episodes a client simulates at one load in one round: its devices at that load, how
+    many episodes, and their seed. Tasks arrive the same whatever the devices decide."""
+
+    devices: DeviceProfile
+    episodes: int
+    seed: int
+
+    def tasks(self, scenario: ScenarioConfig) -> int:
+        """How many tasks arrive in these episodes (no stepping: arrivals are drawn up front)."""
+        sim = MECBatch(scenario, self.episodes, self.devices)
+        sim.reset(seed=self.seed)
+        return int((sim.task_size > 0).sum())
+
+
+def round_worlds(cfg: FederatedRunConfig, profile: ClientProfile, server_round: int) -> list[World]:
+    """The worlds of a client's round: its devices at each of :func:`round_loads`."""
+    sc = cfg.scenario
+    loads = round_loads(cfg, profile.partition_id, server_round)
+    worlds = []
+    for i, load in enumerate(sorted(set(loads))):  # episodes of one load run together
+        devices = profile.devices
+        if load != 1.0:
+            p = devices.arrival_prob
+            p = np.full(sc.n_devices, sc.effective_arrival_prob) if p is None else p
+            devices = dataclasses.replace(devices, arrival_prob=np.clip(p * load, 0.0, 1.0))
+        seed = round_seed(cfg.seed, profile.partition_id, server_round, 10 + i)
+        worlds.append(World(devices, loads.count(load), seed))
+    return worlds
+
+
+def collect_round(
+    cfg: FederatedRunConfig, profile: ClientProfile, student: nn.Module, server_round: int
+) -> TaskDataset:
+    """The round's fresh episodes on this client's devices, labelled by the oracle.
+
+    Each episode runs at its load (:func:`round_worlds`); the behaviour follows the oracle
+    with probability β_t (``strategy.local.expert_mix`` at round t), a random action with
+    probability ``explore``, and the student otherwise.
+    """
+    local = cfg.strategy.local
+    feat_scale, hist_scale = feature_scale(cfg.scenario)
+    beta = schedule_value(local.expert_mix, server_round - 1)
+    behaviour = Behaviour(
+        NetPolicy(student, feat_scale, hist_scale), beta, local.explore,
+        round_seed(cfg.seed, profile.partition_id, server_round, 1),
+    )  # fmt: skip
+    return TaskDataset.concat(
+        [
+            collect_dataset(
+                cfg.scenario, behaviour, w.episodes, w.seed, batch=w.episodes, profile=w.devices
+            )  # fmt: skip
+            for w in round_worlds(cfg, profile, server_round)
+        ]
+    )
+
+
+def fit_targets(
+    net: nn.Module,
+    state: LocalState,
+    cfg: FederatedRunConfig,
+    steps: int,
+    seed: int,
+    knowledge: np.ndarray | None = None,
+    delta: float = 1.0,
+    temperature: float = 1.0,
+) -> list[float]:
+    """Train ``net`` on a buffer for ``steps`` minibatches of the KECO loss: the oracle's
+    targets (weight δ) and, with ``knowledge`` (the global soft labels), the soft term of
+    :func:`common.distill.keco_loss`: each sample's row ``G[label]`` of the per-class table,
+    or a minibatch of proxy states against their rows of ``G`` (``strategy.knowledge``).
+    Every minibatch is relabelled by random EN permutations when configured."""
+    local, st = cfg.strategy.local, cfg.strategy
+    feat_scale, hist_scale = feature_scale(cfg.scenario)
+    f = torch.from_numpy(state.features / feat_scale).float()
+    h = torch.from_numpy(state.history / hist_scale).float()
+    y = torch.from_numpy(state.label).long()
+    q = torch.from_numpy(cost_targets(state.costs, local.targets))
+    g = None if knowledge is None else torch.from_numpy(np.asarray(knowledge, dtype=np.float32))
+    proxy = proxy_tensors(cfg) if g is not None and st.knowledge == "proxy" else None
+    augment = np.random.default_rng(seed)
+    permute = local.targets.permute_edges
+    draw = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(model: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
+        fb, hb, qb, yb = f[idx], h[idx], q[idx], y[idx]
+        if permute:
+            fb, hb, qb, yb = permute_edges_batch(fb, hb, qb, yb, augment)
+        z = model(fb, hb)
+        if g is None:
+            return keco_loss(z, qb, None, None, delta, temperature)
+        if proxy is None:  # per-class table: the row of each sample's label
+            return keco_loss(z, qb, z, g[yb], delta, temperature, st.soft_cap)
+        rows = torch.randint(0, len(g), (len(idx),), generator=draw)
+        fp, hp, gp = proxy[0][rows], proxy[1][rows], g[rows]
+        if permute:
+            fp, hp, gp, _ = permute_edges_batch(fp, hp, gp, torch.zeros_like(rows), augment)
+        return keco_loss(z, qb, model(fp, hp), gp, delta, temperature, st.soft_cap)
+
+    return fit(net, len(y), loss_fn, steps, local.batch_size, local.lr, seed)
+
+
+def local_steps(cfg: FederatedRunConfig, samples: int) -> int:
+    """Optimiser steps of one local round on a buffer of ``samples`` (epochs over it)."""
+    local = cfg.strategy.local
+    return max(1, math.ceil(samples * local.epochs / local.batch_size))
+
+
+def train_on_schedule(
+    cfg: FederatedRunConfig, net: nn.Module, profiles: list[ClientProfile]
+) -> dict[str, int]:
+    """Train ``net`` without federation on the federation's data schedule, in place.
+
+    Every round, the episodes that each client of ``profiles`` would simulate (its loads, the
+    oracle share β_t, with ``net`` as the student of the behaviour policy) go into one pooled
+    buffer of ``len(profiles) × buffer_size`` samples, and ``net`` takes as many optimiser steps
+    as those clients would take together (the sum of their local steps). With every client's
+    profile this is the centralised upper bound (the same data, no privacy, at least the
+    federation's steps); with one profile, a client that learns alone. Returns the budget used:
+    ``{"episodes": simulated episodes, "steps": optimiser steps}``.
+    """
+    local = cfg.strategy.local
+    state = LocalState.empty(cfg.scenario)
+    held = [0] * len(profiles)  # what each client's own buffer would hold
+    episodes = steps = 0
+    first = min(p.partition_id for p in profiles)
+    for server_round in range(1, cfg.federation.rounds + 1):
+        for i, profile in enumerate(profiles):
+            data = collect_round(cfg, profile, net, server_round)
+            state.append(data, local.buffer_size * len(profiles))
+            held[i] = min(local.buffer_size, held[i] + len(data))
+            episodes += local.episodes
+        round_steps = sum(local_steps(cfg, n) for n in held)
+        fit_targets(net, state, cfg, round_steps, round_seed(cfg.seed, first, server_round, 6))
+        steps += round_steps
+    return {"episodes": episodes, "steps": steps}
+
+
+def schedule_budget(cfg: FederatedRunConfig, profiles: list[ClientProfile]) -> dict[str, int]:
+    """The data budget of the federation's schedule for ``profiles`` when every client is on
+    time every round: ``{"episodes", "steps"}`` (exact: arrivals do not depend on decisions)."""
+    local = cfg.strategy.local
+    held = [0] * len(profiles)
+    episodes = steps = 0
+    for server_round in range(1, cfg.federation.rounds + 1):
+        for i, profile in enumerate(profiles):
+            worlds = round_worlds(cfg, profile, server_round)
+            held[i] = min(local.buffer_size, held[i] + sum(w.tasks(cfg.scenario) for w in worlds))
+            episodes += sum(w.episodes for w in worlds)
+        steps += sum(local_steps(cfg, n) for n in held)
+    return {"episodes": episodes, "steps": steps}
+
+
+def schedule_devices(cfg: FederatedRunConfig, profiles: list[ClientProfile]) -> list[DeviceProfile]:
+    """The device profile of every episode of the schedule, in order (round by round, client
+    by client): what a learner that is not a federated client simulates to see the same worlds."""
+    return [
+        w.devices
+        for server_round in range(1, cfg.federation.rounds + 1)
+        for profile in profiles
+        for w in round_worlds(cfg, profile, server_round)
+        for _ in range(w.episodes)
+    ]
 
 
 def train_round(
@@ -188,7 +397,7 @@ def train_round(
     profile: ClientProfile,
     state: LocalState,
     weights: np.ndarray,
-    soft_labels: np.ndarray,
+    knowledge: np.ndarray | None,
     *,
     server_round: int,
     delta: float,
@@ -196,33 +405,31 @@ def train_round(
     deadline_s: float,
     teacher: nn.Module | None,
 ) -> RoundResult:
-    """One KECO local round (module docstring); updates ``state`` in place."""
+    """One KECO local round (module docstring); updates ``state`` in place.
+
+    ``knowledge`` is the global soft labels G (``None`` before any exist, e.g. in round 1:
+    the student then trains on its targets alone)."""
     sc, local = cfg.scenario, cfg.strategy.local
     pid = profile.partition_id
     torch.manual_seed(round_seed(cfg.seed, pid, server_round, 0))
     feat_scale, hist_scale = feature_scale(sc)
     student = build_student(cfg, weights)
 
-    # fresh episodes on this client's devices, labelled by the oracle
-    behaviour = Behaviour(
-        NetPolicy(student, feat_scale, hist_scale), local.expert_mix, local.explore,
-        round_seed(cfg.seed, pid, server_round, 1),
-    )  # fmt: skip
-    data = collect_dataset(
-        sc, behaviour, local.episodes, round_seed(cfg.seed, pid, server_round, 2),
-        batch=local.episodes, profile=profile.devices,
-    )  # fmt: skip
-    state.append(data.features, data.history, data.label, local.buffer_size)
+    data = collect_round(cfg, profile, student, server_round)
+    state.append(data, local.buffer_size)
     n = len(state.label)
     f = torch.from_numpy(state.features / feat_scale).float()
     h = torch.from_numpy(state.history / hist_scale).float()
     y = torch.from_numpy(state.label).long()
-    n_classes = soft_labels.shape[0]
+    n_classes = sc.n_edges + 1
+    proxy = cfg.strategy.knowledge == "proxy"
+    plain = cfg.strategy.name in PLAINTEXT_STRATEGIES  # weights only: no knowledge to upload
 
     logit_net = teacher if (local.logits_source == "teacher" and teacher is not None) else student
     t_logits, t_train = compute_seconds(
-        n, local.epochs, count_params(student), count_params(logit_net), profile.speed_gflops
-    )
+        n, local.epochs, count_params(student), count_params(logit_net), profile.speed_gflops,
+        logit_samples=0 if plain else cfg.strategy.proxy.size if proxy else n,
+    )  # fmt: skip
     if t_train <= deadline_s:
         role = ROLE_ON_TIME
     elif t_logits <= deadline_s or state.stale_table is None:
@@ -233,6 +440,7 @@ def train_round(
     metrics: dict[str, float] = {
         "compute_s": t_train if role == ROLE_ON_TIME else t_logits,
         "samples_new": float(len(data.label)),
+        "episodes": float(local.episodes),
         "buffer": float(n),
     }
     model = None
@@ -246,37 +454,97 @@ def train_round(
             seed=round_seed(cfg.seed, pid, server_round, 3),
         )  # fmt: skip
         metrics["train_loss"] = float(np.mean(losses[-max(1, len(losses) // 4) :]))
+        metrics["train_steps"] = float(meta.tasks * (meta.inner_steps + 1))  # gradient steps
         model = flatten_params(student)
     elif role == ROLE_ON_TIME:
-        g = torch.from_numpy(np.asarray(soft_labels, dtype=np.float32))
-
-        def loss_fn(net: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
-            return keco_loss(net(f[idx], h[idx]), y[idx], g, delta, temperature)
-
-        steps = max(1, math.ceil(n * local.epochs / local.batch_size))
-        losses = fit(
-            student, n, loss_fn, steps, local.batch_size, local.lr,
-            round_seed(cfg.seed, pid, server_round, 3),
+        steps = local_steps(cfg, n)
+        losses = fit_targets(
+            student, state, cfg, steps, round_seed(cfg.seed, pid, server_round, 3),
+            knowledge, delta, temperature,
         )  # fmt: skip
         tail = losses[-max(1, steps // local.epochs) :]
         metrics["train_loss"] = float(np.mean(tail))
+        metrics["train_steps"] = float(steps)
         model = flatten_params(student)
     with torch.inference_mode():
         pred = student(f, h).argmax(1)
-        metrics["train_accuracy"] = float((pred == y).float().mean())
+        best = cost_targets(state.costs, local.targets)
+        chosen = np.take_along_axis(best, pred.numpy()[:, None], 1)[:, 0]
+        metrics["train_accuracy"] = float(np.mean(chosen >= best.max(1) - 1e-6))
 
+    if plain:
+        return RoundResult(role, n, None, server_round, model, metrics)
     if role == ROLE_STALE:
         table, n_up, logits_round = state.stale_table, state.stale_n, state.stale_round
+    elif proxy:  # per-sample knowledge: the logits on the shared proxy states
+        table, n_up, logits_round = proxy_logits(cfg, logit_net), n, server_round
     else:
         with torch.inference_mode():
             logits = logit_net(f, h)
         table_t, counts = class_mean_logits(logits, y, n_classes)
         table = table_t.numpy()
         # classes this client never saw keep the global soft label (no pull either way)
-        table[counts.numpy() == 0] = np.asarray(soft_labels)[counts.numpy() == 0]
+        unseen = counts.numpy() == 0
+        table[unseen] = 0.0 if knowledge is None else np.asarray(knowledge)[unseen]
         n_up, logits_round = n, server_round
+    if role != ROLE_STALE:
         state.stale_table, state.stale_n, state.stale_round = table, n, server_round
     return RoundResult(role, int(n_up), np.asarray(table, np.float64), logits_round, model, metrics)
+
+
+def distill_global(
+    cfg: FederatedRunConfig, weights: np.ndarray, knowledge: np.ndarray, aggregated_round: int
+) -> np.ndarray:
+    """KECO's steps 5–6: the averaged model distilled towards the global soft labels on the
+    proxy set (``strategy.global_kd_steps`` minibatches of the T-softened KL).
+
+    The one code path for this step: a client runs it right after decrypting the global of
+    ``aggregated_round`` (CKKS), or the server right after aggregating it (``he=off`` with
+    ``strategy.server_distill``). It is seeded by that round alone, so every party that runs it
+    gets the same model.
+    """
+    st = cfg.strategy
+    net = build_student(cfg, weights)
+    f, h = proxy_tensors(cfg)
+    g = torch.from_numpy(np.asarray(knowledge, dtype=np.float32))
+    seed = round_seed(cfg.seed, 0, aggregated_round, 7)
+    augment = np.random.default_rng(seed)
+
+    def loss_fn(model: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
+        fb, hb, gb = f[idx], h[idx], g[idx]
+        if st.local.targets.permute_edges:
+            fb, hb, gb, _ = permute_edges_batch(fb, hb, gb, torch.zeros_like(idx), augment)
+        return soft_kl(model(fb, hb), gb, st.temperature)
+
+    fit(net, len(g), loss_fn, st.global_kd_steps, st.local.batch_size, st.local.lr, seed)
+    return flatten_params(net)
+
+
+def client_student(
+    cfg: FederatedRunConfig,
+    profile: ClientProfile,
+    weights: np.ndarray,
+    server_round: int,
+    state: LocalState | None = None,
+) -> nn.Module:
+    """The network a client decides with: the global student, except under ``fedmeta2ag``,
+    where the client first fine-tunes the global meta-model on its buffer (``state``): MAML's
+    meta-test, the personalisation the method is built for."""
+    net = build_student(cfg, weights)
+    meta = cfg.strategy.meta
+    if cfg.strategy.name == "fedmeta2ag" and state is not None and len(state.label):
+        if meta.adapt_steps > 0:
+            from common.fed.maml import adapt
+
+            feat_scale, hist_scale = feature_scale(cfg.scenario)
+            net = adapt(
+                net, torch.from_numpy(state.features / feat_scale).float(),
+                torch.from_numpy(state.history / hist_scale).float(),
+                torch.from_numpy(state.label).long(), steps=meta.adapt_steps, lr=meta.adapt_lr,
+                batch_size=cfg.strategy.local.batch_size,
+                seed=round_seed(cfg.seed, profile.partition_id, server_round, 5),
+            )  # fmt: skip
+    return net
 
 
 def evaluate_student(
@@ -286,26 +554,9 @@ def evaluate_student(
     server_round: int,
     state: LocalState | None = None,
 ) -> dict[str, float]:
-    """The student on fresh episodes of this client's devices (§3 metrics).
-
-    Under ``fedmeta2ag`` the client first fine-tunes the global meta-model on its buffer
-    (``state``): MAML's meta-test, the personalisation the method is built for.
-    """
-    feat_scale, hist_scale = feature_scale(cfg.scenario)
-    net = build_student(cfg, weights)
-    meta = cfg.strategy.meta
-    if cfg.strategy.name == "fedmeta2ag" and state is not None and len(state.label):
-        if meta.adapt_steps > 0:
-            from common.fed.maml import adapt
-
-            net = adapt(
-                net, torch.from_numpy(state.features / feat_scale).float(),
-                torch.from_numpy(state.history / hist_scale).float(),
-                torch.from_numpy(state.label).long(), steps=meta.adapt_steps, lr=meta.adapt_lr,
-                batch_size=cfg.strategy.local.batch_size,
-                seed=round_seed(cfg.seed, profile.partition_id, server_round, 5),
-            )  # fmt: skip
-    policy = NetPolicy(net, feat_scale, hist_scale)
+    """The client's student (:func:`client_student`) on fresh episodes of its devices (§3)."""
+    net = client_student(cfg, profile, weights, server_round, state)
+    policy = NetPolicy(net, *feature_scale(cfg.scenario))
     seed = round_seed(cfg.seed, profile.partition_id, server_round, 4)
     return evaluate_policy(
         cfg.scenario, policy, cfg.strategy.local.eval_episodes, seed,

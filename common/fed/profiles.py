@@ -8,11 +8,12 @@ non-IID ones. Profiles depend only on (seed, partition id), so every process der
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from common.config import ScenarioConfig
+from common.config import FederatedRunConfig, ScenarioConfig
 from common.mec import DeviceProfile
 
 
@@ -66,15 +67,46 @@ def client_profile(
     return ClientProfile(partition_id, devices, speed)
 
 
+def slow_clients(num_clients: int, fraction: float, seed: int) -> frozenset[int]:
+    """The partitions that are slow devices: exactly ``round(fraction × num_clients)`` of them,
+    a seeded draw (the same in every process)."""
+    count = int(round(fraction * num_clients))
+    order = np.random.default_rng([seed, 15_485_863]).permutation(num_clients)
+    return frozenset(int(pid) for pid in order[:count])
+
+
+def federation_profile(cfg: FederatedRunConfig, partition_id: int) -> ClientProfile:
+    """Client ``partition_id`` of the run ``cfg``: its non-IID profile, slowed down if it is
+    one of the run's slow devices: by a factor log-uniform in ``[slow_factor / slow_spread,
+    slow_factor]`` (a seeded draw per client), so the slowest cannot even produce fresh
+    logits in time (KECO's set u) while the others can (set v)."""
+    fed = cfg.federation
+    profile = client_profile(
+        cfg.scenario, partition_id, fed.heterogeneity, cfg.strategy.local.speed_gflops, cfg.seed
+    )
+    if partition_id in slow_clients(fed.num_clients, fed.slow_fraction, cfg.seed):
+        draw = np.random.default_rng([cfg.seed, partition_id, 32_452_843]).random()
+        factor = fed.slow_factor * fed.slow_spread ** (-draw)
+        return dataclasses.replace(profile, speed_gflops=profile.speed_gflops * factor)
+    return profile
+
+
 def compute_seconds(
-    samples: int, epochs: int, student_params: int, logit_params: int, speed_gflops: float
+    samples: int,
+    epochs: int,
+    student_params: int,
+    logit_params: int,
+    speed_gflops: float,
+    logit_samples: int | None = None,
 ) -> tuple[float, float]:
     """Simulated seconds to produce the round's logits, and to finish training as well.
 
     A forward pass costs ≈ 2 FLOP per parameter and sample, a training step ≈ 3 forward passes.
-    Logits come from one forward pass of the logit network over the buffer.
+    Logits come from one forward pass of the logit network over ``logit_samples`` states (the
+    proxy set; default: the buffer).
     """
-    flops_logits = 2.0 * logit_params * samples
+    logit_samples = samples if logit_samples is None else logit_samples
+    flops_logits = 2.0 * logit_params * logit_samples
     flops_train = 6.0 * student_params * samples * epochs
     rate = speed_gflops * 1e9
     return flops_logits / rate, (flops_logits + flops_train) / rate

@@ -1,7 +1,8 @@
 """The MEC simulator: vectorised queues, energy and QoE, KECO extensions, policies, datasets."""
 
 from common.mec.evaluate import TaskDataset, collect_dataset, evaluate_policy, rollout
-from common.mec.sim import DeviceProfile, MECBatch, Observation, feature_scale, summarize
+from common.mec.features import feature_scale, n_features
+from common.mec.sim import DeviceProfile, MECBatch, Observation, summarize
 
 __all__ = [
     "DeviceProfile",
@@ -11,6 +12,7 @@ __all__ = [
     "collect_dataset",
     "evaluate_policy",
     "feature_scale",
+    "n_features",
     "rollout",
     "summarize",
 ]

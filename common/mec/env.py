@@ -6,7 +6,7 @@ device's features. Spaces (N devices, M edge nodes, K history slots):
 ==============  ============================  =====================================================
 key             space                         meaning
 ==============  ============================  =====================================================
-``features``    Box(0, inf, (N, M + 4))       per-device features (table in ``common.mec.sim``)
+``features``    Box(0, inf, (N, F))           per-device feature rows (``common.mec.features``)
 ``mask``        MultiBinary(N)                1 where a task arrived this slot
 ``history``     Box(0, N, (K, M))             active queues per EN over the last K slots
 action          MultiDiscrete([M + 1] * N)    0 = local, j = offload to edge node j
@@ -26,6 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from common.config import ScenarioConfig
+from common.mec.features import n_features
 from common.mec.sim import DeviceProfile, MECBatch, Observation
 
 
@@ -39,7 +40,7 @@ class MECEnv(gym.Env):
         N, M, K = self.sim.N, self.sim.M, self.sim.K
         self.observation_space = spaces.Dict(
             {
-                "features": spaces.Box(0.0, np.inf, (N, M + 4), np.float32),
+                "features": spaces.Box(0.0, np.inf, (N, n_features(M)), np.float32),
                 "mask": spaces.MultiBinary(N),
                 "history": spaces.Box(0.0, float(N), (K, M), np.float32),
             }

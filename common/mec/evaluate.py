@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.config import ScenarioConfig
+from common.mec.features import n_features
 from common.mec.policies import Policy, oracle
 from common.mec.sim import DeviceProfile, MECBatch, summarize
 
@@ -74,7 +75,7 @@ class TaskDataset:
     """One row per task: what its device observed, the oracle's label and predicted costs."""
 
     features: np.ndarray
-    """[n, M + 4] float32 instantaneous features (see ``common.mec.sim``)."""
+    """[n, F] float32 feature rows (see :mod:`common.mec.features`)."""
     history: np.ndarray
     """[n, K, M] float32 EN-load history."""
     label: np.ndarray
@@ -127,7 +128,7 @@ def collect_dataset(
     if not rows:
         m = scenario.n_edges
         return TaskDataset(
-            np.zeros((0, m + 4), np.float32),
+            np.zeros((0, n_features(m)), np.float32),
             np.zeros((0, scenario.history_slots, m), np.float32),
             np.zeros(0, np.int64),
             np.zeros((0, m + 1), np.float32),

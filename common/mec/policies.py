@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from common.mec import features as fl
 from common.mec.sim import LQ, TXQ, TXRUN, MECBatch, Observation
 
 Policy = Callable[[Observation, MECBatch], np.ndarray]
@@ -52,20 +53,43 @@ def _edge_rate_observed(obs: Observation, sim: MECBatch) -> np.ndarray:
 def greedy(obs: Observation, sim: MECBatch) -> np.ndarray:
     """Least estimated completion time, from the device's own observation."""
     f = obs.features.astype(np.float64)
-    size = f[:, :, 0]
-    local = f[:, :, 1] + size / sim.local_mbit
-    backlog = f[:, :, 3 : 3 + sim.M]
-    tx = f[:, :, 2] + size / sim.nominal_tx_mbit[None, :]
+    size = f[:, :, fl.TASK_MBIT]
+    local = f[:, :, fl.LOCAL_WAIT] + size / sim.local_mbit
+    backlog = f[:, :, fl.edge_block("backlog_mbit", sim.M)]
+    tx = f[:, :, fl.TX_WAIT] + size / sim.nominal_tx_mbit[None, :]
     edge = tx[:, :, None] + 1.0 + (backlog + size[:, :, None]) / _edge_rate_observed(obs, sim)
     times = np.concatenate([local[:, :, None], edge], axis=2)
     return np.argmin(times, axis=2)
 
 
 def load_balance(obs: Observation, sim: MECBatch) -> np.ndarray:
-    """DDLRO-style: always offload, to the edge node with the least observed backlog time."""
+    """DDLRO-style dynamic load balancing from what the ENs broadcast: each device compares two
+    edge nodes drawn at random ("power of two choices") by their capacity and workload (its own
+    backlog there, the queues sharing the node, the node's free CPU) and offloads to the better
+    one unless its own CPU would finish sooner.
+
+    Every device sees the same broadcast, so "the least-loaded node" alone sends all of a slot's
+    tasks to one node; two random candidates per device spread them while still steering away
+    from busy nodes.
+    """
+    M = sim.M
     f = obs.features.astype(np.float64)
-    backlog = f[:, :, 3 : 3 + sim.M] + f[:, :, :1]
-    return 1 + np.argmin(backlog / _edge_rate_observed(obs, sim), axis=2)
+    size = f[:, :, fl.TASK_MBIT]
+    local = f[:, :, fl.LOCAL_WAIT] + size / sim.local_mbit
+    tx = f[:, :, fl.TX_WAIT] + size / sim.nominal_tx_mbit[None, :]
+    work = f[:, :, fl.edge_block("backlog_mbit", M)] + size[:, :, None]  # Mbit, own queue
+    share = f[:, :, fl.edge_block("edge_queues", M)] + 1.0
+    speed = f[:, :, fl.edge_block("edge_ghz", M)] * sim.tau / sim.density[:, :, None]  # Mbit/slot
+    edge = tx[:, :, None] + 1.0 + work * share / np.maximum(speed, 1e-9)  # [E, N, M] slots
+    # two distinct candidates from the device's one uniform draw of this slot
+    u = sim.noise[:, min(obs.t, sim.T - 1), :] * M
+    first = np.minimum(u.astype(np.int64), M - 1)
+    second = np.minimum(((u - first) * (M - 1)).astype(np.int64), max(M - 2, 0))
+    second += (second >= first) & (M > 1)
+    t1 = np.take_along_axis(edge, first[:, :, None], 2)[:, :, 0]
+    t2 = np.take_along_axis(edge, second[:, :, None], 2)[:, :, 0]
+    best, t_best = np.where(t2 < t1, second, first), np.minimum(t1, t2)
+    return np.where(t_best < local, 1 + best, 0)
 
 
 # ---- oracle -----------------------------------------------------------------------------------

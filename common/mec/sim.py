@@ -28,20 +28,12 @@ delay ``D``. Energy: local (``power``: p_comp·t, or ``dvfs``: κ·f_L²·cycles
 QoE per task: ``cost = 2·(α·delay + (1−α)·energy_scale·E_md)`` with ``E_md`` the device's
 energy (local + transmit + idle); reward ``R_base − cost`` if completed, ``−cost`` if dropped.
 
-Observation per MD (meaningful where ``mask`` is True, i.e. a task arrived this slot):
-
-=====  =======================  =====  ======================================================
-index  field                    unit   meaning
-=====  =======================  =====  ======================================================
-0      task_size                Mbit   size of the task that just arrived
-1      local_wait               slots  work ahead in the local queue / local speed
-2      tx_wait                  slots  bits ahead in the transmit queue / nominal uplink rate
-3..M+2 backlog_j                Mbit   this MD's unfinished bits at EN j (queue + in service)
-M+3    alpha                    —      the MD's power mode α (delay weight in the QoE)
-=====  =======================  =====  ======================================================
-
-plus ``history`` [K, M]: the number of active queues at each EN over the last K slots (oldest
-first), the LSTM/CNN input. Actions: ``0`` = local, ``j ∈ 1..M`` = offload to EN ``j``.
+Observation per MD (meaningful where ``mask`` is True, i.e. a task arrived this slot): the
+feature row of :mod:`common.mec.features` (the task, the device's queues and power mode, its own
+backlog at every EN, and what every EN broadcasts: its load including transfers in progress, its
+queues, its free CPU and memory), plus ``history`` [K, M]: the number of active queues at each
+EN over the last K slots (oldest first), the LSTM/CNN input. Adding observation fields never
+changes the queue semantics. Actions: ``0`` = local, ``j ∈ 1..M`` = offload to EN ``j``.
 """
 
 from __future__ import annotations
@@ -53,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.config import ScenarioConfig
+from common.mec import features as fl
 
 # Task status codes (int8 per task).
 NONE, LQ, LRUN, TXQ, TXRUN, EQ, ERUN, DONE, DROPPED, FAILED = range(10)
@@ -65,7 +58,7 @@ class Observation:
     """What the devices see at the start of a slot (arrays have the episode axis first)."""
 
     features: np.ndarray
-    """[E, N, M + 4] float32 instantaneous features (table in the module docstring)."""
+    """[E, N, F] float32 feature rows (the table of :mod:`common.mec.features`)."""
     mask: np.ndarray
     """[E, N] bool: a task arrived at this MD in this slot (only those actions matter)."""
     history: np.ndarray
@@ -92,18 +85,6 @@ class DeviceProfile:
     """[N] multiplier on the fixed uplink rate."""
 
 
-def feature_scale(scenario: ScenarioConfig) -> tuple[np.ndarray, float]:
-    """Per-feature scales for normalising observations, and the scale of the history."""
-    m = scenario.n_edges
-    d = float(scenario.deadline_slots)
-    scale = np.ones(m + 4, dtype=np.float32)
-    scale[0] = scenario.task_mbit_max
-    scale[1] = d
-    scale[2] = d
-    scale[3 : 3 + m] = scenario.task_mbit_max * 2.0
-    return scale, float(max(1, scenario.n_devices // max(1, m)))
-
-
 class MECBatch:
     """``E`` parallel episodes of one scenario; see the module docstring for the semantics."""
 
@@ -120,7 +101,7 @@ class MECBatch:
         self.E, self.N, self.M = n_episodes, scenario.n_devices, scenario.n_edges
         self.T, self.D, self.K = scenario.n_time, scenario.deadline_slots, scenario.history_slots
         self.n_actions = self.M + 1
-        self.n_features = self.M + 4
+        self.n_features = fl.n_features(self.M)
         self.tau = scenario.slot_s
         self.edge_ghz = np.asarray(scenario.edge_ghz_array(), dtype=np.float64)
         mem = scenario.edge_mem_array()
@@ -293,13 +274,30 @@ class MECBatch:
     def observe(self) -> Observation:
         """Observation at the start of slot ``self.t``."""
         t = min(self.t, self.T - 1)
+        E, N, M = self.E, self.N, self.M
         size = self.task_size[:, t, :]
-        feats = np.empty((self.E, self.N, self.n_features), dtype=np.float32)
-        feats[:, :, 0] = size
-        feats[:, :, 1] = (self.lp_rem + self.lq_mbit) / self.local_mbit
-        feats[:, :, 2] = (self.tx_rem + self.txq_mbit) / self.nominal_tx_mbit[None, :]
-        feats[:, :, 3 : 3 + self.M] = self.ep_rem + self.eq_mbit
-        feats[:, :, 3 + self.M] = self.alpha
+        feats = np.empty((E, N, self.n_features), dtype=np.float32)
+        feats[:, :, fl.TASK_MBIT] = size
+        feats[:, :, fl.DENSITY] = self.density
+        feats[:, :, fl.TASK_MEM_GB] = self.task_mem[:, t, :]
+        feats[:, :, fl.LOCAL_WAIT] = (self.lp_rem + self.lq_mbit) / self.local_mbit
+        feats[:, :, fl.TX_WAIT] = (self.tx_rem + self.txq_mbit) / self.nominal_tx_mbit[None, :]
+        feats[:, :, fl.ALPHA] = self.alpha
+        backlog = self.ep_rem + self.eq_mbit  # [E, N, M]
+        feats[:, :, fl.edge_block("backlog_mbit", M)] = backlog
+        # what each EN broadcasts: work at it, transfers it is receiving, its queues (active or
+        # about to be), its CPU left by background pressure and its free memory
+        sending = (self.tx_a >= 0)[:, :, None] & (self.tx_dst[:, :, None] == np.arange(M))
+        load = (backlog + sending * self.tx_rem[:, :, None]).sum(1)  # [E, M]
+        queues = ((self.ep_a >= 0) | (self.eq_cnt > 0) | sending).sum(1)
+        feats[:, :, fl.edge_block("edge_load_mbit", M)] = load[:, None, :]
+        feats[:, :, fl.edge_block("edge_queues", M)] = queues[:, None, :]
+        feats[:, :, fl.edge_block("edge_ghz", M)] = self.edge_ghz * (1.0 - self.cpu_bg[t])
+        if self.edge_mem is None:
+            feats[:, :, fl.edge_block("edge_mem_free_gb", M)] = 0.0
+        else:
+            free = self.edge_mem * (1.0 - self.mem_bg[t]) - self.mem_used  # [E, M]
+            feats[:, :, fl.edge_block("edge_mem_free_gb", M)] = free[:, None, :]
         mask = (size > 0) & (not self.done)
         return Observation(feats, mask, self.history.copy(), self.t)
 

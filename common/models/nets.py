@@ -5,10 +5,10 @@ Every network maps one task's observation to one score per action ``0..M`` (0 = 
 
 Inputs (normalised by :func:`common.mec.feature_scale` before the call):
 
-| tensor     | shape        | meaning                                                       |
-| ---------- | ------------ | ------------------------------------------------------------- |
-| `features` | `[B, M + 4]` | task Mbit, local wait, transmit wait, own backlog per EN, α   |
-| `history`  | `[B, K, M]`  | active queues per EN over the last K slots, oldest first      |
+| tensor     | shape        | meaning                                                            |
+| ---------- | ------------ | ------------------------------------------------------------------ |
+| `features` | `[B, F]`     | the device's feature row (table in :mod:`common.mec.features`)     |
+| `history`  | `[B, K, M]`  | active queues per EN over the last K slots, oldest first           |
 
 A student is the same class built from ``ModelConfig.scaled(ratio)``: every hidden width
 (conv channels, LSTM units, FC units) is multiplied by ``ratio`` and rounded, at least 1.
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import ModelConfig
+from common.mec.features import n_features
 
 
 def scale_width(width: int, ratio: float) -> int:
@@ -125,11 +126,12 @@ ARCHS: dict[str, type[nn.Module]] = {
 
 
 def build_model(cfg: ModelConfig, n_features: int, history_slots: int, n_edges: int) -> nn.Module:
-    """Instantiate the network of ``cfg`` for ``n_features`` = M+4, history K×M, M edge nodes."""
+    """Instantiate the network of ``cfg`` for feature rows of ``n_features``, history K×M and M
+    edge nodes."""
     return ARCHS[cfg.arch](cfg, n_features, history_slots, n_edges)
 
 
 def build_for_scenario(cfg: ModelConfig, scenario: object) -> nn.Module:
     """Instantiate ``cfg`` with the input sizes of a :class:`common.config.ScenarioConfig`."""
     n_edges = scenario.n_edges  # type: ignore[attr-defined]
-    return build_model(cfg, n_edges + 4, scenario.history_slots, n_edges)  # type: ignore[attr-defined]
+    return build_model(cfg, n_features(n_edges), scenario.history_slots, n_edges)  # type: ignore[attr-defined]

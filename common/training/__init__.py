@@ -6,6 +6,7 @@ from common.training.common import (
     evaluate_episodes,
     fit,
     normalize,
+    permute_edges_batch,
     seed_everything,
 )
 from common.training.d3qn import D3QNResult, train_d3qn
@@ -22,6 +23,7 @@ __all__ = [
     "evaluate_episodes",
     "fit",
     "normalize",
+    "permute_edges_batch",
     "seed_everything",
     "teacher_outputs",
     "train_d3qn",

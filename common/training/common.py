@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import ScenarioConfig
-from common.mec import TaskDataset, feature_scale, rollout, summarize
+from common.config import ScenarioConfig, TargetConfig
+from common.distill import cost_targets
+from common.mec import DeviceProfile, TaskDataset, feature_scale, rollout, summarize
+from common.mec.features import edge_permutation_index
 
 
 def seed_everything(seed: int) -> None:
@@ -28,24 +30,57 @@ class NormalizedData:
     """A :class:`TaskDataset` as normalised torch tensors, ready for minibatches."""
 
     features: torch.Tensor
-    """[n, M + 4] features / feature scale."""
+    """[n, F] feature rows / feature scale."""
     history: torch.Tensor
     """[n, K, M] history / history scale."""
     label: torch.Tensor
     """[n] int64 oracle action."""
+    targets: torch.Tensor
+    """[n, M + 1] float32 target distribution (:func:`common.distill.cost_targets`)."""
 
     def __len__(self) -> int:
         return len(self.label)
 
 
-def normalize(dataset: TaskDataset, scenario: ScenarioConfig) -> NormalizedData:
-    """Divide by :func:`common.mec.feature_scale`, the same scaling :class:`NetPolicy` applies."""
+def normalize(
+    dataset: TaskDataset, scenario: ScenarioConfig, targets: TargetConfig | None = None
+) -> NormalizedData:
+    """Divide by :func:`common.mec.feature_scale`, the same scaling :class:`NetPolicy` applies,
+    and turn the oracle's costs into targets (``targets``; default: :class:`TargetConfig`)."""
     feat_scale, hist_scale = feature_scale(scenario)
     return NormalizedData(
         features=torch.from_numpy(dataset.features / feat_scale).float(),
         history=torch.from_numpy(dataset.history / hist_scale).float(),
         label=torch.from_numpy(dataset.label).long(),
+        targets=torch.from_numpy(cost_targets(dataset.costs, targets or TargetConfig())),
     )
+
+
+def permute_edges_batch(
+    features: torch.Tensor,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    labels: torch.Tensor,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Relabel the edge nodes of every sample of a minibatch by its own random permutation.
+
+    Features (every EN block of :mod:`common.mec.features`), history columns, per-action
+    targets and the hard labels move together: new EN ``i`` of sample ``b`` is old EN
+    ``perm[b, i]``. On interchangeable ENs this is the same task under another numbering, so
+    training on it removes any preference for an EN index.
+    """
+    batch, m = history.shape[0], history.shape[2]
+    perm_np = rng.permuted(np.tile(np.arange(m), (batch, 1)), axis=1)
+    perm = torch.from_numpy(perm_np)
+    f = torch.gather(features, 1, torch.from_numpy(edge_permutation_index(perm_np)))
+    h = torch.gather(history, 2, perm[:, None, :].expand(-1, history.shape[1], -1))
+    action_idx = torch.cat([torch.zeros(batch, 1, dtype=perm.dtype), perm + 1], dim=1)
+    q = torch.gather(targets, 1, action_idx)
+    inverse = torch.argsort(perm, dim=1)  # old EN j is now at position inverse[j]
+    moved = torch.gather(inverse, 1, (labels - 1).clamp(min=0)[:, None])[:, 0] + 1
+    y = torch.where(labels == 0, labels, moved)
+    return f, h, q, y
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
@@ -96,15 +131,21 @@ _PER_TASK = (
 
 
 def evaluate_episodes(
-    scenario: ScenarioConfig, policy: Callable, episodes: int, seed: int, batch: int = 50
+    scenario: ScenarioConfig,
+    policy: Callable,
+    episodes: int,
+    seed: int,
+    batch: int = 50,
+    profile: DeviceProfile | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """§3 metrics over all episodes, and every metric per episode (for mean ± std).
+    """§3 metrics over all episodes, and every metric per episode (for confidence intervals),
+    on the scenario's devices or on ``profile``'s.
 
     Episode seeds are those of :func:`common.mec.evaluate_policy`, so every policy evaluated
     with the same ``seed`` faces the same tasks. Per-episode values use the simulator's own
     :func:`common.mec.summarize` on one-episode views, so the definitions cannot drift.
     """
-    batches, seconds = rollout(scenario, policy, episodes, seed, batch)
+    batches, seconds = rollout(scenario, policy, episodes, seed, batch, profile)
     overall = summarize(batches, seconds)
     per_episode: dict[str, list[float]] = {}
     for b in batches:

@@ -20,7 +20,7 @@ later), so learning happens between batches of episodes rather than after every 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import D3QNConfig, ScenarioConfig
-from common.mec import MECBatch, feature_scale
+from common.mec import DeviceProfile, MECBatch, feature_scale, n_features
 from common.mec.policies import make_policy
 
 
@@ -105,8 +105,12 @@ def train_d3qn(
     cfg: D3QNConfig,
     seed: int,
     log: Callable[[str, float, int], None] | None = None,
+    profiles: Sequence[DeviceProfile | None] = (None,),
 ) -> D3QNResult:
     """Train ``net`` (its outputs are Q-values over actions 0..M) by D3QN, in place.
+
+    Batch ``i`` of episodes runs on devices ``profiles[i % len(profiles)]`` (``None``: the
+    scenario's own), e.g. the worlds of a federation's data schedule.
 
     ``net`` may come pre-trained (e.g. by imitation: a warm start); the target network starts
     as a copy of it.
@@ -118,7 +122,7 @@ def train_d3qn(
     target = copy.deepcopy(net).eval()
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     memory = ReplayMemory(
-        cfg.buffer_size, scenario.n_edges + 4, (scenario.history_slots, scenario.n_edges)
+        cfg.buffer_size, n_features(scenario.n_edges), (scenario.history_slots, scenario.n_edges)
     )
     heuristic = make_policy(cfg.heuristic) if cfg.heuristic_prob > 0 else None
     result = D3QNResult(net)
@@ -132,7 +136,7 @@ def train_d3qn(
         epsilon = cfg.eps_start + (cfg.eps_end - cfg.eps_start) * min(1.0, progress)
 
         # ---- play a batch of episodes -----------------------------------------------------
-        sim = MECBatch(scenario, cfg.parallel_episodes)
+        sim = MECBatch(scenario, cfg.parallel_episodes, profiles[it % len(profiles)])
         obs = sim.reset(seed=seed * 100003 + it)
         feats, hists, masks = [], [], []
         net.eval()

@@ -29,7 +29,7 @@ noise-free argmax herds onto few nodes and scores far lower (≈ 20 with the def
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import DDPGConfig, ScenarioConfig
-from common.mec import MECBatch, feature_scale
+from common.mec import DeviceProfile, MECBatch, feature_scale, n_features
 from common.training.d3qn import ReplayMemory, _transitions
 
 PREACT_L2 = 0.02
@@ -127,7 +127,7 @@ def noise_std(cfg: DDPGConfig, episodes_done: int) -> float:
 def build_actor(scenario: ScenarioConfig, cfg: DDPGConfig) -> DDPGActor:
     """The actor network for ``scenario``'s input sizes (uses torch's global RNG)."""
     m = scenario.n_edges
-    return DDPGActor(m + 4, scenario.history_slots, m, cfg.hidden)
+    return DDPGActor(n_features(m), scenario.history_slots, m, cfg.hidden)
 
 
 class _ScoreMemory(ReplayMemory):
@@ -149,8 +149,11 @@ def train_ddpg(
     cfg: DDPGConfig,
     seed: int,
     log: Callable[[str, float, int], None] | None = None,
+    profiles: Sequence[DeviceProfile | None] = (None,),
 ) -> DDPGResult:
-    """Train a DDPG actor and critic for ``scenario`` from scratch (module docstring)."""
+    """Train a DDPG actor and critic for ``scenario`` from scratch (module docstring); batch
+    ``i`` of episodes runs on devices ``profiles[i % len(profiles)]`` (``None``: the
+    scenario's own)."""
     # ---- seeding and setup ------------------------------------------------------------------
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -158,12 +161,12 @@ def train_ddpg(
     m, k = scenario.n_edges, scenario.history_slots
     n_actions = m + 1
     actor = build_actor(scenario, cfg)
-    critic = DDPGCritic(m + 4, k, m, cfg.hidden)
+    critic = DDPGCritic(n_features(m), k, m, cfg.hidden)
     actor_target = copy.deepcopy(actor).eval()
     critic_target = copy.deepcopy(critic).eval()
     actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
-    memory = _ScoreMemory(cfg.buffer_size, m + 4, (k, m), n_actions)
+    memory = _ScoreMemory(cfg.buffer_size, n_features(m), (k, m), n_actions)
     result = DDPGResult(actor, critic)
     n_iters = -(-cfg.episodes // cfg.parallel_episodes)
 
@@ -172,7 +175,7 @@ def train_ddpg(
         result.noise.append(sigma)
 
         # ---- play a batch of episodes with noisy scores -------------------------------------
-        sim = MECBatch(scenario, cfg.parallel_episodes)
+        sim = MECBatch(scenario, cfg.parallel_episodes, profiles[it % len(profiles)])
         obs = sim.reset(seed=seed * 100003 + it)
         feats, hists, masks, scores_t = [], [], [], []
         actor.eval()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.config import DistillConfig
 from common.distill import hard_soft_loss, q_distill_loss, schedule_value
-from common.training.common import NormalizedData, fit
+from common.training.common import NormalizedData, fit, permute_edges_batch
 
 
 def teacher_outputs(teacher: nn.Module, data: NormalizedData, chunk: int = 4096) -> torch.Tensor:
@@ -37,14 +38,22 @@ def distill_student(
     checkpoints: Iterable[int] = (),
     on_checkpoint: Callable[[int, nn.Module], None] | None = None,
 ) -> list[float]:
-    """Fit ``student`` to the teacher's ``targets`` on ``data`` (in place); returns the losses."""
+    """Fit ``student`` to the teacher's ``targets`` on ``data`` (in place); returns the losses.
+
+    With ``cfg.permute_edges`` every minibatch is relabelled by random EN permutations: the
+    teacher's per-action outputs move with the ENs, so the student learns them under every
+    numbering (a D3QN teacher's arbitrary preference among equal nodes is not copied)."""
+    augment = np.random.default_rng(seed)
 
     def loss_fn(net: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
-        out = net(data.features[idx], data.history[idx])
+        f, h, t, y = data.features[idx], data.history[idx], targets[idx], data.label[idx]
+        if cfg.permute_edges:
+            f, h, t, y = permute_edges_batch(f, h, t, y, augment)
+        out = net(f, h)
         if cfg.loss == "mse":
-            return q_distill_loss(out, targets[idx])
+            return q_distill_loss(out, t)
         delta = schedule_value(cfg.delta, step)
-        return hard_soft_loss(out, data.label[idx], targets[idx], delta, cfg.temperature)
+        return hard_soft_loss(out, y, t, delta, cfg.temperature)
 
     return fit(
         student, len(data), loss_fn, steps or cfg.steps, cfg.batch_size, cfg.lr, seed,

@@ -1,4 +1,5 @@
-"""Deep imitation learning (DIL, seed 002): supervised learning of the oracle's decisions.
+"""Deep imitation learning (DIL, seed 002): supervised learning of the oracle's decisions (its
+cost-aware targets, :class:`common.config.TargetConfig`).
 
 The oracle is a full-information solver; the network sees only its device's observation. Data
 come from rolling out the oracle (round 0) and then, DAgger-style, the network itself, always
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +20,7 @@ from common.config import ImitationConfig, ScenarioConfig
 from common.mec import DeviceProfile, TaskDataset, collect_dataset, feature_scale
 from common.mec.policies import make_policy
 from common.models import NetPolicy
-from common.training.common import fit, normalize
+from common.training.common import fit, normalize, permute_edges_batch
 
 
 @dataclass
@@ -34,8 +36,11 @@ class ImitationResult:
     """Labelled tasks seen in total."""
 
 
-def accuracy(net: nn.Module, features: torch.Tensor, history: torch.Tensor, label: torch.Tensor):
-    """Fraction of samples where the network's argmax equals the label."""
+def accuracy(
+    net: nn.Module, features: torch.Tensor, history: torch.Tensor, targets: torch.Tensor
+) -> float:
+    """Fraction of samples where the network picks an action of largest target mass (with
+    cost-aware targets: one of the oracle's equally good actions; with hard ones: its label)."""
     with torch.inference_mode():
         pred = torch.cat(
             [
@@ -43,7 +48,8 @@ def accuracy(net: nn.Module, features: torch.Tensor, history: torch.Tensor, labe
                 for f, h in zip(features.split(4096), history.split(4096), strict=True)
             ]
         )
-    return float((pred == label).float().mean())
+    best = targets.gather(1, pred[:, None])[:, 0] >= targets.max(1).values - 1e-6
+    return float(best.float().mean())
 
 
 def train_imitation(
@@ -75,10 +81,16 @@ def train_imitation(
                     profile=profile,
                 )  # fmt: skip
             )
-        data = normalize(TaskDataset.concat(parts), scenario)
+        data = normalize(TaskDataset.concat(parts), scenario, cfg.targets)
+        augment = np.random.default_rng([seed, round_])
 
-        def loss_fn(model: nn.Module, idx: torch.Tensor, step: int, data=data) -> torch.Tensor:
-            return F.cross_entropy(model(data.features[idx], data.history[idx]), data.label[idx])
+        def loss_fn(
+            model: nn.Module, idx: torch.Tensor, step: int, data=data, augment=augment
+        ) -> torch.Tensor:
+            f, h, q = data.features[idx], data.history[idx], data.targets[idx]
+            if cfg.targets.permute_edges:
+                f, h, q, _ = permute_edges_batch(f, h, q, data.label[idx], augment)
+            return F.cross_entropy(model(f, h), q)
 
         steps = cfg.steps if round_ == 0 else max(1, cfg.steps // 2)
         round_losses = fit(
@@ -88,8 +100,8 @@ def train_imitation(
         losses += round_losses
         if log is not None:
             log("losses/imitation_ce", round_losses[-1], len(losses))
-    last = normalize(parts[-1], scenario)
-    acc = accuracy(net, last.features, last.history, last.label)
+    last = normalize(parts[-1], scenario, cfg.targets)
+    acc = accuracy(net, last.features, last.history, last.targets)
     if log is not None:
         log("charts/imitation_accuracy", acc, len(losses))
     return ImitationResult(net, losses, acc, sum(len(p) for p in parts))

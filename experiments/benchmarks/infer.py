@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from common.config import CONF_DIR, load_scenario, model_from_dict
+from common.mec import n_features
 from common.models import (
     Exported,
     build_for_scenario,
@@ -54,7 +55,7 @@ def _model(name: str):
 
 def _states(n: int, m: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand(n, m + 4, generator=gen), torch.rand(n, k, m, generator=gen)
+    return torch.rand(n, n_features(m), generator=gen), torch.rand(n, k, m, generator=gen)
 
 
 def _variants(
@@ -108,7 +109,7 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     try:
         for name, (net, base, what, runtime) in nets.items():
             batch_us = measure_latency_us(
-                net, m + 4, k, m, reps=max(3, reps // 100), warmup=2, batch=1024
+                net, n_features(m), k, m, reps=max(3, reps // 100), warmup=2, batch=1024
             )
             out[name] = {
                 "what": what,
@@ -116,7 +117,7 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
                 "params": count_params(base),  # packed int8 weights are not Parameters
                 "size_bytes": net.nbytes() if isinstance(net, Exported) else model_size_bytes(net),
                 "latency_us_batch1": measure_latency_us(
-                    net, m + 4, k, m, reps=reps, warmup=min(50, reps)
+                    net, n_features(m), k, m, reps=reps, warmup=min(50, reps)
                 ),
                 "decisions_per_s_batch1024": 1024 / (batch_us * 1e-6),
                 "agreement": decision_agreement(base, net, *probe),

@@ -38,7 +38,7 @@ from common.config import (
     model_from_dict,
     scenario_from_dict,
 )
-from common.mec import MECBatch, collect_dataset, feature_scale
+from common.mec import MECBatch, collect_dataset, feature_scale, n_features
 from common.mec.policies import POLICIES, make_policy
 from common.models import (
     NetPolicy,
@@ -94,7 +94,7 @@ class Evaluator:
     def latency(self, net: torch.nn.Module) -> tuple[float, float]:
         """Median and robust std (IQR / 1.349) of the batch-1 one-thread forward time, µs."""
         samples = latency_samples_us(
-            net, self.m + 4, self.k, self.m, reps=self.exp.latency_reps, threads=1
+            net, n_features(self.m), self.k, self.m, reps=self.exp.latency_reps, threads=1
         )
         q1, med, q3 = np.percentile(samples, [25, 50, 75])
         return float(med), float((q3 - q1) / 1.349)
@@ -134,7 +134,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"experiment.heuristics: unknown {unknown}; valid are {sorted(POLICIES)}")
     student_cfg = _student_config(teacher_cfg, exp)
     seed = int(cfg.get("seed", 0))
-    torch.set_num_threads(int(cfg.get("threads", 2)))
+    torch.set_num_threads(int(cfg.get("threads", 1)))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

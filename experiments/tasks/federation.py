@@ -24,9 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig, federated_from_dict
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
-from common.fed import LocalState, build_student, canonical, load_teacher
+from common.fed import (
+    LocalState,
+    build_student,
+    canonical,
+    distill_global,
+    knowledge_shape,
+    load_teacher,
+)
 from common.fed.prepare import TEACHER_FILE, prepare_run_dir
-from common.mec import evaluate_policy, feature_scale
+from common.mec import evaluate_policy, feature_scale, n_features
 from common.mec.policies import make_policy
 from common.models import NetPolicy, count_params, measure_latency_us
 from common.protocol import GlobalSums, read_global
@@ -79,7 +86,7 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
     from server.run import STUDENT_KEY
 
     if cfg.strategy.name == "feddistill":
-        return client_models(cfg)
+        return list(client_models(cfg).values())
     ckpt = load_checkpoint(Path(cfg.run_dir))
     if ckpt is None:
         raise RuntimeError(f"no checkpoint in {cfg.run_dir}")
@@ -87,26 +94,31 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
     if cfg.strategy.name in PLAINTEXT_STRATEGIES:
         return arrays[STUDENT_KEY].astype(np.float64)
     backend = make_backend(cfg.he, Path(cfg.run_dir) / SECRET_CONTEXT_FILE)
-    n_classes = cfg.scenario.n_edges + 1
-    w, _ = read_global(
-        backend, GlobalSums.from_arrays(arrays), count_params(build_student(cfg)), n_classes
+    rows, classes = knowledge_shape(cfg)
+    w, g = read_global(
+        backend, GlobalSums.from_arrays(arrays), count_params(build_student(cfg)), classes, rows
     )
-    return canonical(w)  # exactly what the clients load
+    w = canonical(w)  # exactly what the clients load
+    st = cfg.strategy
+    if st.global_kd_steps and not st.server_distill:  # what the clients decide with
+        w = distill_global(cfg, w, canonical(g), cfg.federation.rounds)
+    return w
 
 
-def client_models(cfg: FederatedRunConfig) -> list[np.ndarray]:
-    """The newest model in each client's state file (clients that never trained are skipped)."""
+def client_models(cfg: FederatedRunConfig) -> dict[int, np.ndarray]:
+    """The newest model in each client's state file, by partition id (clients that never
+    trained are skipped)."""
     state_dir = Path(cfg.run_dir) / "clients"
-    newest: dict[str, tuple[int, Path]] = {}
+    newest: dict[int, tuple[int, Path]] = {}
     for path in state_dir.glob("client-*-r*.npz"):
-        client, _, rnd = path.stem.rpartition("-r")
-        if rnd.isdigit() and int(rnd) >= newest.get(client, (-1, path))[0]:
-            newest[client] = (int(rnd), path)
-    models = []
-    for _, path in sorted(newest.values(), key=lambda v: str(v[1])):
+        client, _, rnd = path.stem.removeprefix("client-").rpartition("-r")
+        if client.isdigit() and rnd.isdigit() and int(rnd) >= newest.get(int(client), (-1,))[0]:
+            newest[int(client)] = (int(rnd), path)
+    models = {}
+    for pid, (_, path) in sorted(newest.items()):
         state = LocalState.load(path, cfg.scenario)
         if state.model is not None:
-            models.append(state.model)
+            models[pid] = state.model
     if not models:
         raise RuntimeError(f"no client model in {state_dir}")
     return models
@@ -146,7 +158,7 @@ def compare(
     for name, net in nets.items():
         out[name]["params"] = count_params(net)
         out[name]["infer_us"] = measure_latency_us(
-            net, sc.n_edges + 4, sc.history_slots, sc.n_edges, 300
+            net, n_features(sc.n_edges), sc.history_slots, sc.n_edges, 300
         )
         log.info("final %-12s qoe=%.3f drop=%.4f", name, out[name]["qoe"], out[name]["drop_ratio"])
     for name in (*cfg.heuristics, "oracle"):

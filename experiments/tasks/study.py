@@ -31,19 +31,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.config import (
     ConfigError,
+    FederatedRunConfig,
     ScenarioConfig,
     StudyConfig,
     federated_from_dict,
     scenario_from_dict,
     study_from_dict,
 )
-from common.mec import evaluate_policy, rollout
-from experiments.baselines import StudyContext, Trained, train_methods
+from common.fed import federation_profile
+from common.mec import rollout
+from common.training import evaluate_episodes
+from experiments.baselines import StudyContext, Trained, method_config, train_methods
 
 log = logging.getLogger("keco")
-
-FEDERATED_METRICS = ("qoe", "drop_ratio", "delay", "energy_total", "offload_ratio")
-"""Federated-evaluation metrics a ``federation`` sweep records (``eval_<name>`` per round)."""
 
 
 def apply_smoke(cfg: DictConfig) -> DictConfig:
@@ -83,37 +83,76 @@ def _facets(study: StudyConfig) -> list[tuple[str | None, dict[str, Any]]]:
     return list(study.facets.items()) if study.facets else [(None, {})]
 
 
+def _point(study: StudyConfig, facet: str | None, **values: Any) -> dict[str, Any]:
+    """The columns that place a record: the facet (if the study has one) and ``values``."""
+    point: dict[str, Any] = {study.facet: facet} if study.facet is not None else {}
+    return {**point, **values}
+
+
 def _row(study: StudyConfig, method: str, facet: str | None, **values: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"method": method}
-    if study.facet is not None:
-        row[study.facet] = facet
-    row.update(values)
-    return row
+    return {"method": method, **_point(study, facet, **values)}
+
+
+EPISODE_METRICS = (
+    "qoe", "qoe_episode", "delay", "drop_ratio", "completion_rate", "energy_local", "energy_tx",
+    "energy_idle", "energy_edge", "energy_total", "offload_failures", "offload_ratio",
+    "throughput",
+)  # fmt: skip
+"""Metrics a record also keeps per held-out episode (for the report's confidence intervals)."""
 
 
 def evaluate(trained: Trained, scenario: ScenarioConfig, episodes: int, seed: int) -> dict:
-    """§3 metrics of a method (the mean over its policies) plus the completion rate."""
-    runs = [evaluate_policy(scenario, p, episodes, seed) for p in trained.policies]
-    metrics = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k != "slots_per_s"}
-    metrics["completion_rate"] = 1.0 - metrics["drop_ratio"]
+    """§3 metrics of a method (the mean over its policies) plus the completion rate, and
+    ``episodes``: the same metrics per held-out episode (episode ``i`` is the same task draw
+    for every method evaluated with ``seed``)."""
+    runs = [evaluate_episodes(scenario, p, episodes, seed) for p in trained.policies]
+    overall = {k: float(np.mean([r[0][k] for r in runs])) for k in runs[0][0] if k != "slots_per_s"}
+    overall["completion_rate"] = 1.0 - overall["drop_ratio"]
+    per = {k: np.mean([r[1][k] for r in runs], axis=0) for k in runs[0][1]}
+    per["completion_rate"] = 1.0 - per["drop_ratio"]
+    overall["episodes"] = {k: [float(v) for v in per[k]] for k in EPISODE_METRICS}
+    return overall
+
+
+def eval_clients(num_clients: int, count: int) -> list[int]:
+    """The partitions a federation sweep evaluates: ``count`` spread evenly over the ids."""
+    return sorted({int(round(i)) for i in np.linspace(0, num_clients - 1, min(count, num_clients))})
+
+
+def evaluate_clients(
+    trained: Trained, fed: FederatedRunConfig, clients: list[int], episodes: int, seed: int
+) -> dict[str, Any]:
+    """A method on held-out episodes of the devices of ``clients`` (each with the model it
+    decides with, e.g. a personalised one), as :func:`evaluate` records it; client ``c``'s
+    episodes are seeded ``seed + c`` for every method, so methods are paired."""
+    per: dict[str, list[float]] = {k: [] for k in EPISODE_METRICS}
+    for pid in clients:
+        profile = federation_profile(fed, pid)
+        _, values = evaluate_episodes(
+            fed.scenario, trained.for_client(profile), episodes, seed + pid,
+            profile=profile.devices,
+        )  # fmt: skip
+        values["completion_rate"] = 1.0 - values["drop_ratio"]
+        for key in EPISODE_METRICS:
+            per[key] += [float(v) for v in values[key]]
+    metrics: dict[str, Any] = {k: float(np.mean(v)) for k, v in per.items()}
+    metrics["episodes"] = per
     return metrics
 
 
 def timeline(trained: Trained, scenario: ScenarioConfig, episodes: int, seed: int, bucket_s: float):
-    """Completed tasks per second in consecutive ``bucket_s`` windows (mean over policies)."""
+    """Completed tasks per second in consecutive ``bucket_s`` windows (mean over policies):
+    ``(end of window in s, throughput, throughput per episode)``."""
     per_slot = []
     for policy in trained.policies:
         batches, _ = rollout(scenario, policy, episodes, seed)
-        done = sum(b.completions.sum(0) for b in batches) / episodes  # [T] per episode
-        per_slot.append(done)
+        per_slot.append(np.concatenate([b.completions for b in batches]))  # [episodes, T]
     done = np.mean(per_slot, axis=0)
     slots = max(1, int(round(bucket_s / scenario.slot_s)))
-    for start in range(0, len(done), slots):
-        chunk = done[start : start + slots]
-        yield (
-            (start + len(chunk)) * scenario.slot_s,
-            float(chunk.sum() / (len(chunk) * scenario.slot_s)),
-        )
+    for start in range(0, done.shape[1], slots):
+        chunk = done[:, start : start + slots]
+        rate = chunk.sum(1) / (chunk.shape[1] * scenario.slot_s)
+        yield (start + chunk.shape[1]) * scenario.slot_s, float(rate.mean()), rate.tolist()
 
 
 def plan(
@@ -152,10 +191,11 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     policies: dict[str, dict[str, Any]] = {}
     n_ep, seed = study.eval_episodes, study.eval_seed
 
-    def note(trained: dict[str, Trained], tag: str) -> None:
+    def note(trained: dict[str, Trained], tag: str, point: dict[str, Any]) -> None:
         for name, t in trained.items():
             methods_info[f"{name}{tag}"] = t.info
-            rounds.extend({"method": f"{name}{tag}", **row} for row in t.history)
+            rows = ({**row, "method": name, "run": f"{name}{tag}", **point} for row in t.history)
+            rounds.extend(rows)
 
     if sweep.target == "federation":
         for facet, value, _ in points:
@@ -164,12 +204,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
             tag = f"-{sweep.x}{value}" + (f"-{facet}" if facet else "")
             point_ctx = dataclasses.replace(ctx, extra=extra)
             trained = train_methods(point_ctx, study.methods, tag)
-            note(trained, tag)
+            note(trained, tag, _point(study, facet, **{sweep.x: value}))
+            point = method_config(point_ctx, None, run_dir / "runs")
+            clients = eval_clients(point.federation.num_clients, study.eval_clients)
             for name, t in trained.items():
-                last = t.history[-1] if t.history else {}
-                metrics = {m: last.get(f"eval_{m}") for m in FEDERATED_METRICS}
-                metrics["completion_rate"] = 1.0 - metrics["drop_ratio"]
+                metrics = evaluate_clients(t, t.config or point, clients, n_ep, seed)
                 records.append(_row(study, name, facet, **{sweep.x: value}, **metrics))
+                metrics = {k: v for k, v in metrics.items() if k != "episodes"}
                 policies[f"{name}{tag}"] = {**metrics, **t.info}
     else:
         per_facet = study.train_per_facet and study.facets
@@ -185,16 +226,22 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
                 extra=extra,
             )  # fmt: skip
             trained_for[facet] = train_methods(facet_ctx, study.methods, tag)
-            note(trained_for[facet], tag)
+            note(trained_for[facet], tag, _point(study, facet))
             for name, t in trained_for[facet].items():  # each method in its training world
                 metrics = evaluate(t, facet_ctx.fed.scenario, n_ep, seed)
+                metrics.pop("episodes")
                 policies[f"{name}{tag}"] = {**metrics, **t.info}
         for facet, value, scenario in points:
             trained = trained_for[facet if per_facet else None]
             for name in study.methods:
                 if sweep.target == "timeline":
-                    for t, thr in timeline(trained[name], scenario, n_ep, seed, sweep.bucket_s):
-                        records.append(_row(study, name, facet, **{sweep.x: t}, throughput=thr))
+                    for t, thr, per in timeline(
+                        trained[name], scenario, n_ep, seed, sweep.bucket_s
+                    ):
+                        records.append(
+                            _row(study, name, facet, **{sweep.x: t}, throughput=thr,
+                                 episodes={"throughput": per})
+                        )  # fmt: skip
                 else:
                     metrics = evaluate(trained[name], scenario, n_ep, seed)
                     x = _x_value(study, value, scenario)

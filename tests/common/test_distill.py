@@ -1,16 +1,25 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from common.config import ConfigError, ScheduleConfig, distill_from_dict, schedule_from_dict
+from common.config import (
+    ConfigError,
+    ScheduleConfig,
+    TargetConfig,
+    distill_from_dict,
+    schedule_from_dict,
+)
 from common.distill import (
-    adapt_temperature,
     class_mean_logits,
+    cost_targets,
     hard_soft_loss,
     keco_loss,
     q_distill_loss,
     schedule_value,
+    soft_kl,
+    soft_weight,
 )
 
 
@@ -32,12 +41,52 @@ def test_hard_soft_loss_matches_hand_computation():
     assert hard_soft_loss(z, torch.tensor([0]), z, 0.0, 3.0).item() == pytest.approx(0, abs=1e-7)
 
 
-def test_keco_loss_uses_the_row_of_the_hard_label():
-    table = torch.tensor([[0.0, 1.0], [5.0, -5.0]])
+def test_keco_loss_weighs_targets_and_soft_labels_and_caps_the_soft_term():
     z = torch.tensor([[1.0, 0.0], [0.3, 0.1]])
+    q = torch.tensor([[0.5, 0.5], [0.0, 1.0]])  # target distributions (or class indices)
+    g = torch.tensor([[0.0, 1.0], [5.0, -5.0]])  # soft-label logits of the same rows
+    ce = -(q * torch.log_softmax(z, 1)).sum(1).mean()
+    kl = soft_kl(z, g, 2.0) / 4.0  # the KL at T = 2, without its T²
+    # δ = 0.75, T = 2: soft weight (1 − δ)·T² = 1.0 > δ: capped at 1 × δ = 0.75
+    assert soft_weight(0.75, 2.0, cap=1.0) == 0.75 and soft_weight(0.75, 2.0) == 1.0
+    loss = keco_loss(z, q, z, g, 0.75, 2.0, cap=1.0)
+    assert loss.item() == pytest.approx((0.75 * ce + 0.75 * kl).item(), abs=1e-6)
+    uncapped = keco_loss(z, q, z, g, 0.75, 2.0)
+    assert uncapped.item() == pytest.approx((0.75 * ce + 1.0 * kl).item(), abs=1e-6)
+    # δ = 0.9, T = 1: (1 − δ)·T² = 0.1 is under the cap and used as it is
+    assert keco_loss(z, q, z, g, 0.9, 1.0, cap=1.0).item() == pytest.approx(
+        (0.9 * ce + 0.1 * soft_kl(z, g, 1.0)).item(), abs=1e-6
+    )
+    # no soft labels yet (round 1), or δ = 1: the cross-entropy alone
+    assert keco_loss(z, q, None, None, 0.5, 2.0).item() == pytest.approx(ce.item(), abs=1e-6)
+    assert keco_loss(z, q, z, g, 1.0, 2.0).item() == pytest.approx(ce.item(), abs=1e-6)
+    # hard labels work as class indices; the soft term may be on other rows (proxy states)
     y = torch.tensor([0, 1])
-    expected = hard_soft_loss(z, y, torch.stack([table[0], table[1]]), 0.25, 1.5)
-    assert keco_loss(z, y, table, 0.25, 1.5).item() == pytest.approx(expected.item())
+    proxy_z = torch.tensor([[2.0, -1.0]])
+    expected = 0.5 * torch.nn.functional.cross_entropy(z, y) + soft_weight(0.5, 1.0) * soft_kl(
+        proxy_z, g[:1], 1.0
+    )
+    assert keco_loss(z, y, proxy_z, g[:1], 0.5, 1.0).item() == pytest.approx(expected.item())
+
+
+def test_cost_targets_split_ties_equally_and_follow_the_costs():
+    # task 0: local costs −30, ENs 1 and 3 tie at −35 (best), EN 2 at −34
+    # task 1: one best action; task 2: every action drops (all equal)
+    costs = np.array([[-30.0, -35.0, -34.0, -35.0], [-10.0, -9.0, 5.0, 5.0], [8.0] * 4])
+    q = cost_targets(costs, TargetConfig(kind="soft", temperature=1.0))
+    assert q.shape == (3, 4) and np.allclose(q.sum(1), 1.0)
+    assert q[0, 1] == q[0, 3] and q[0, 1] > q[0, 2] > q[0, 0]
+    # softmin: q_a ∝ exp(−(c_a − min c)/T)
+    e = np.exp(-np.array([5.0, 0.0, 1.0, 0.0]))
+    np.testing.assert_allclose(q[0], e / e.sum(), rtol=1e-6)
+    np.testing.assert_allclose(q[2], 0.25)
+    # a colder temperature sharpens towards the best actions
+    cold = cost_targets(costs, TargetConfig(kind="soft", temperature=0.1))
+    assert cold[0, 2] < q[0, 2] and cold[1, 0] > 0.99
+    # hard: the oracle's own label (ties to the lowest index)
+    hard = cost_targets(costs, TargetConfig(kind="hard"))
+    np.testing.assert_array_equal(hard.argmax(1), [1, 0, 0])
+    np.testing.assert_array_equal(hard.sum(1), 1.0)
 
 
 def test_class_mean_logits_and_counts():
@@ -69,13 +118,6 @@ def test_schedule_midpoints():
     assert schedule_value(ScheduleConfig("cosine", 0.75, 0.25, 10), 5) == pytest.approx(0.5)
     assert schedule_value(ScheduleConfig("step", 0.75, 0.25, 10), 9) == pytest.approx(0.75)
     assert schedule_value(ScheduleConfig("constant", 0.6, 0.25, 10), 50) == pytest.approx(0.6)
-
-
-def test_adapt_temperature_only_on_plateau():
-    assert adapt_temperature(4.0, None, 1.0) == 4.0
-    assert adapt_temperature(4.0, 1.0, 0.5) == 4.0  # 50 % better: keep T
-    assert adapt_temperature(4.0, 1.0, 0.999) == pytest.approx(3.6)
-    assert adapt_temperature(1.05, 1.0, 1.0) == 1.0  # floor
 
 
 def test_distill_config_validation_names_the_field():

@@ -40,7 +40,8 @@ def test_upload_records_round_trip_and_lengths(plain):
         ({"num_examples": 0}, "positive number"),
         ({"model": None}, "pass model=W"),
         ({"role": "v", "model": np.ones(5)}, "logits only"),
-        ({"soft_labels": np.ones((2, 3))}, "square"),
+        ({"soft_labels": np.ones(3)}, "matrix"),
+        ({"soft_labels": np.ones((4, 1))}, "M >= 1"),
         ({"model": np.array([1.0, np.nan])}, "non-finite"),
     ],
 )
@@ -87,7 +88,7 @@ def test_global_sums_survive_records_and_arrays_with_correction(plain):
 
 
 def test_round_settings_need_every_key():
-    settings = RoundSettings(1, 10, 3, 0.75, 2.0, 1.5, True)
+    settings = RoundSettings(1, 10, 3, 64, True, 0.75, 2.0, 1.5, True)
     assert RoundSettings.from_config(settings.to_config()) == settings
     partial = {k: v for k, v in settings.to_config().items() if k != "keco.delta"}
     with pytest.raises(ValueError, match="keco.delta"):

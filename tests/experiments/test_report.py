@@ -158,14 +158,20 @@ def sweep(tmp_path: Path) -> Path:
 def read_csv(path: Path) -> dict[tuple[str, str, str, str, str], tuple[float, float, int]]:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames == ["study", "method", "facet", "x", "metric", "mean", "std", "n"]
+        assert reader.fieldnames == [
+            "study", "method", "facet", "x", "metric", "mean", "std", "ci_low", "ci_high", "n",
+            "diff", "diff_low", "diff_high",
+        ]  # fmt: skip
+        rows = list(reader)
+        for r in rows:  # the mean lies inside its interval
+            assert float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"])
         return {
             (r["study"], r["method"], r["facet"], r["x"], r["metric"]): (
                 float(r["mean"]),
                 float(r["std"]),
                 int(r["n"]),
             )
-            for r in reader
+            for r in rows
         }
 
 
@@ -223,10 +229,10 @@ def test_main_writes_summary_tables_and_figures(sweep, tmp_path, capsys):
     assert "- other metrics (in `summary.csv` only): delay" in energy
     assert "### (a) Local computing energy (J/task) (`energy_local`)" in energy
     assert "| Data scale (tasks per episode) | KECO | DDPG | CNN |" in energy
-    # keco at 2000: 1 and 2 -> 1.5 ± 0.7071; cnn at 8000: 12 and 16 -> 14 ± 2.828. One
-    # precision per table: 3 significant digits of its smallest mean (1.5).
-    assert "| 2000 | 1.50 ± 0.71 | 2.50 ± 0.71 | 3.50 ± 0.71 |" in energy
-    assert "| 8000 | 6.00 ± 2.83 | 10.00 ± 2.83 | 14.00 ± 2.83 |" in energy
+    # keco at 2000: 1 and 2 -> 1.5 [1, 2] (two seeds resampled); cnn at 8000: 12 and 16 ->
+    # 14 [12, 16]. One precision per table: 3 significant digits of its smallest mean (1.5).
+    assert "| 2000 | 1.50 [1.00, 2.00] | 2.50 [2.00, 3.00] | 3.50 [3.00, 4.00] |" in energy
+    assert "| 8000 | 6.00 [4.00, 8.00] | 10.00 [8.00, 12.00] | 14.00 [12.00, 16.00] |" in energy
     rows = [line.split("|")[1].strip() for line in energy.splitlines() if line.startswith("| ")]
     assert rows[1:4] == ["2000", "4000", "8000"]  # numeric x sorted
     assert "![](keco_energy.png)" in energy
@@ -236,7 +242,7 @@ def test_main_writes_summary_tables_and_figures(sweep, tmp_path, capsys):
     assert "### (a) CPU pressure (`failures`)" in failures
     assert "### (b) pressure = memory (`failures`)" in failures
     assert "| task_scale | keco | ddpg |" in failures  # random filtered out of tables
-    assert "| 100 | 12.5 ± 2.1 | 22.5 ± 2.1 |" in failures
+    assert "| 100 | 12.5 [11.0, 14.0] | 22.5 [21.0, 24.0] |" in failures
     # Only seed 0 measured keco at 300, nobody ddpg: the cell says n, the missing one is "–".
     assert "| 300 | 50.0 (n=1) | – |" in failures
 
@@ -352,7 +358,47 @@ def test_time_series_with_numeric_facet(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert md.index("### (a) volume = 8500") < md.index("### (b) volume = 10500")
     assert (
-        "| 590 | 609.0 ± 0.7 | 1209.0 ± 0.7 |" in md
+        "| 590 | 609.0 [608.5, 609.5] | 1209.0 [1208.5, 1209.5] |" in md
     )  # 8500 table: 3 digits of its smallest mean, 19.0
     height, width, _ = mpimg.imread(tmp_path / "fig5.png").shape
     assert width > 1.8 * height
+
+
+def test_episode_intervals_paired_differences_budget_and_curves(tmp_path):
+    """Records with per-episode values: intervals over seeds and episodes, differences to
+    greedy on the same episodes, the budget table and the per-round curve figure."""
+    spec = {
+        "x": "load", "panels": [{"metric": "qoe"}], "labels": {"keco": "KECO"},
+        "curves": {"x": "sim_seconds", "y": "eval_qoe", "xlabel": "Simulated time (s)"},
+    }  # fmt: skip
+    episode = np.array([30.0, 34.0, 26.0, 30.0])  # what every policy's episodes share
+    for seed in range(3):
+        records = []
+        for load in (0.1, 0.3):
+            for method, gain in (("greedy", 0.0), ("keco", 2.0 + seed)):
+                values = (episode - 10 * load + gain).tolist()
+                records.append({"method": method, "load": load, "qoe": float(np.mean(values)),
+                                "episodes": {"qoe": values}})  # fmt: skip
+        rounds = [
+            {"method": "keco", "load": 0.1, "round": r, "sim_seconds": 2.0, "eval_qoe": 20.0 + r}
+            for r in (1, 2, 3)
+        ]
+        results = {**study_results("toy", seed, spec, records), "rounds": rounds}
+        results["methods"] = {"keco": {"episodes": 40, "steps": 5000 + seed, "params": 9863,
+                                       "train_seconds": 60.0}}  # fmt: skip
+        write_job(tmp_path / str(seed), results, [f"seed={seed}"])
+    assert main([str(tmp_path)]) == 0
+    rows = {(r["method"], r["x"]): r for r in aggregate(load_sweep(tmp_path)["toy"])}
+    greedy, keco = rows["greedy", 0.3], rows["keco", 0.3]
+    # greedy: the same on every seed; only the episodes spread it (mean 27, an interval)
+    assert greedy["mean"] == pytest.approx(27.0) and greedy["std"] == 0.0
+    assert greedy["ci_low"] < 27.0 < greedy["ci_high"] and greedy["diff"] is None
+    # keco = greedy + 2, 3, 4 on the three seeds: the paired difference has no episode noise
+    assert keco["diff"] == pytest.approx(3.0)
+    assert 2.0 <= keco["diff_low"] < 3.0 < keco["diff_high"] <= 4.0
+    assert keco["ci_high"] - keco["ci_low"] > keco["diff_high"] - keco["diff_low"]
+    md = (tmp_path / "summary.md").read_text()
+    assert "### Paired difference to `greedy` in `qoe`" in md
+    assert "| 0.3 | 3.00 [" in md
+    assert "### Training budget" in md and "| KECO | 40 | 5,001 | 9,863 | 60 |" in md
+    assert "![](toy_curves.png)" in md and (tmp_path / "toy_curves.png").is_file()

@@ -74,7 +74,9 @@ def test_unknown_method_fails_with_the_valid_names():
 def test_federation_sweep_rejects_methods_without_federation():
     cfg = compose(["experiment=noniid"])
     with pytest.raises(ConfigError, match="not federated"):
-        study_from_dict({**cfg.experiment, "methods": ["keco", "greedy"]})
+        study_from_dict({**cfg.experiment, "methods": ["keco", "centralized"]})
+    # the heuristics are the references every study shows
+    study_from_dict({**cfg.experiment, "methods": ["keco", "greedy", "oracle"]})
 
 
 def test_unknown_strategy_name_fails_with_the_valid_names(tmp_path):
@@ -113,8 +115,11 @@ def test_every_study_runs_with_debug_smoke(name, tmp_path):
     x = study.sweep.x
     for rec in records:
         assert rec[x] is not None
-        values = [v for k, v in rec.items() if k not in ("method", x, study.facet)]
+        values = [v for k, v in rec.items() if k not in ("method", x, study.facet, "episodes")]
         assert all(np.isfinite(v) for v in values), rec
+        # every record keeps its metrics per held-out episode (the report's intervals)
+        per_episode = rec["episodes"]
+        assert per_episode and all(np.isfinite(v).all() for v in per_episode.values())
     if study.sweep.target == "timeline":
         for facet in study.facets:
             times = [r[x] for r in records if r["method"] == "keco" and r[study.facet] == facet]
@@ -160,26 +165,29 @@ def test_two_seed_smoke_sweep_becomes_a_summary_with_figures(tmp_path):
     assert r.stdout.strip().splitlines()[-1].endswith("summary.md")
     assert (sweep / "keco_energy.png").stat().st_size > 10_000
     md = (sweep / "summary.md").read_text()
-    assert "keco_energy" in md and "±" in md
+    assert "keco_energy" in md and "Paired difference to `greedy`" in md
     with open(sweep / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    # every (method, x, metric) cell is the mean and sample std of the two seeds' records
+    # every (method, x, metric) cell is the mean over the two seeds' held-out episodes, its
+    # std that of the per-seed means, with an interval around the mean
     x_key = "data_scale"
     checked = 0
     for row in rows:
         if row["metric"] not in ("energy_local", "energy_tx", "qoe"):
             continue
         vals = [
-            rec[row["metric"]]
+            rec["episodes"][row["metric"]]
             for job in jobs
             for rec in job["records"]
             if rec["method"] == row["method"] and str(rec[x_key]) == row["x"]
         ]
         assert len(vals) == 2 and int(row["n"]) == 2
         assert float(row["mean"]) == pytest.approx(np.mean(vals), rel=1e-9, abs=1e-12)
-        assert float(row["std"]) == pytest.approx(np.std(vals, ddof=1), rel=1e-9, abs=1e-12)
+        seed_means = np.mean(vals, axis=1)
+        assert float(row["std"]) == pytest.approx(np.std(seed_means, ddof=1), rel=1e-9, abs=1e-12)
+        assert float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"])
         checked += 1
-    assert checked == 3 * 2 * 3  # 3 methods × 2 data scales × 3 metrics
+    assert checked == 5 * 2 * 3  # 5 methods (greedy, oracle too) × 2 data scales × 3 metrics
 
 
 def test_method_overrides_replace_the_jobs_own():

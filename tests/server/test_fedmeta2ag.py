@@ -72,4 +72,5 @@ def test_bad_replies_are_dropped_and_the_round_goes_on():
 
 
 def test_no_usable_reply_keeps_the_model():
-    assert _strategy().aggregate_train(1, [_reply(1, None, 0, None)]) == (None, None)
+    arrays, metrics = _strategy().aggregate_train(1, [_reply(1, None, 0, None)])
+    assert arrays is None and metrics["set_x"] == 0 and metrics["set_late"] == 0

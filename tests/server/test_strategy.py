@@ -66,14 +66,15 @@ def _expected(clients, correction=True):
     return model, soft
 
 
-def _clients(rng, n_clients, model_length, num_classes, roles):
+def _clients(rng, n_clients, model_length, num_classes, roles, rows=None):
     return [
         {
             "node": 100 + i,
             "role": roles[i],
             "n": int(rng.integers(1, 1000)),
             "W": rng.normal(size=model_length),
-            "G": rng.normal(scale=3.0, size=(num_classes, num_classes)),
+            "G": rng.normal(scale=3.0, size=(rows or num_classes, num_classes)),
+            "compute_s": float(rng.uniform(0.5, 3.0)),
         }
         for i in range(n_clients)
     ]
@@ -84,7 +85,8 @@ def _upload_replies(backend, clients):
     for c in clients:
         model = c["W"] if c["role"] == "x" else None
         upload = build_upload(backend, c["role"], c["n"], c["G"], model, logits_round=1)
-        replies.append(_reply(c["node"], upload.to_records(), {"train_loss": 1.0 + c["n"]}))
+        metrics = {"train_loss": 1.0 + c["n"], "compute_s": c["compute_s"]}
+        replies.append(_reply(c["node"], upload.to_records(), metrics))
     return replies
 
 
@@ -113,6 +115,43 @@ def test_100_clients_encrypted_equal_numpy_weighted_means(keys):
     assert metrics["bytes_up"] == pytest.approx((60 * 2 + 40) * chunk, rel=0.01)
     weights = np.array([c["n"] for c in clients])
     assert metrics["train_loss"] == pytest.approx(np.sum(weights * (1.0 + weights)) / weights.sum())
+
+
+def test_delta_over_proxy_rows_matches_numpy_and_the_round_records_its_time(keys):
+    """Per-sample knowledge: every client's logits on the 64 shared proxy states; Δ over the
+    same rows; the round lasts as long as the slowest used client plus its upload."""
+    cfg, secret_path, public_path = keys("ckks")
+    client, server = make_backend(cfg, secret_path), make_backend(cfg, public_path)
+    model_length, num_classes, rows = 900, 6, 64
+    rng = np.random.default_rng(3)
+    clients = _clients(rng, 7, model_length, num_classes, ["x", "x", "x", "u", "u", "v", "v"], rows)
+    strategy = Keco(server, model_length, num_classes, rows, uplink_mbps=8.0)
+    replies = _upload_replies(client, clients)
+    arrays, metrics = strategy.aggregate_train(3, replies)
+    model, soft = read_global(client, strategy.sums_from_arrays(arrays), model_length,
+                              num_classes, rows)  # fmt: skip
+    want_model, want_soft = _expected(clients)
+    assert soft.shape == (rows, num_classes)
+    assert np.max(np.abs(model - want_model)) <= 1e-6
+    assert np.max(np.abs(soft - want_soft)) <= 1e-6
+    assert metrics["delta_formed"] == 1.0
+    upload_s = [
+        8 * EncryptedVector.from_dict(config_records(r.content)[PAYLOAD]).nbytes / 8e6
+        for r in replies
+    ]
+    assert metrics["sim_seconds"] == pytest.approx(
+        max(c["compute_s"] + t for c, t in zip(clients, upload_s, strict=True))
+    )
+    # one late set alone forms no Δ, and the flag says so
+    no_v = [r for r, c in zip(replies, clients, strict=True) if c["role"] != "v"]
+    assert strategy.aggregate_train(4, no_v)[1]["delta_formed"] == 0.0
+    # round 1 carries no knowledge yet (the clients then train on their targets alone)
+    arrays0 = initial_arrays(np.zeros(model_length), np.zeros((rows, num_classes)))
+    initial = ArrayRecord({k: Array(v) for k, v in arrays0.items()})
+    first = strategy.instruction(1, strategy.sums_from_arrays(initial), ConfigRecord())
+    later = strategy.instruction(2, strategy.sums_from_arrays(initial), ConfigRecord())
+    assert not RoundSettings.from_config(config_records(first)[CONFIG]).knowledge
+    assert RoundSettings.from_config(config_records(later)[CONFIG]).knowledge
 
 
 def test_bad_replies_are_dropped_with_reasons_and_the_round_goes_on(keys, caplog):
@@ -243,7 +282,10 @@ def test_round_one_instruction_carries_encrypted_initial_model_and_schedules(key
 
     configs = config_records(content)
     settings = RoundSettings.from_config(configs[CONFIG])
-    assert settings == RoundSettings(2, 2500, 6, 0.45, 3.0, 4.0, True)
+    assert settings == RoundSettings(
+        server_round=2, model_length=2500, num_classes=6, knowledge_rows=6, knowledge=True,
+        delta=0.45, temperature=3.0, deadline_s=4.0, correction=True,
+    )  # fmt: skip
     assert configs[CONFIG]["local-epochs"] == 3
     received = GlobalSums.from_records(configs)
     # the round-1 state is s·[W0, G0] with total s: a power of two within the CKKS headroom

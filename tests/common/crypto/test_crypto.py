@@ -208,7 +208,10 @@ def test_packing_splits_and_unpacks():
     chunks = split_chunks(values, 4)
     assert [c.size for c in chunks] == [4, 4, 2]
     np.testing.assert_array_equal(join_chunks(chunks, 10), values)
-    model, table = unpack_model_and_labels(np.arange(13.0), 4, 3)
+    model, table = unpack_model_and_labels(np.arange(13.0), 4, 3, 3)
     assert model.tolist() == [0, 1, 2, 3] and table.shape == (3, 3) and table[2, 2] == 12
     with pytest.raises(ValueError, match="need 14"):
-        unpack_model_and_labels(np.arange(13.0), 5, 3)
+        unpack_model_and_labels(np.arange(13.0), 5, 3, 3)
+    # proxy knowledge: one row of logits per proxy state
+    model, logits = unpack_model_and_labels(np.arange(12.0), 2, 2, 5)
+    assert logits.shape == (5, 2) and logits[4, 1] == 11

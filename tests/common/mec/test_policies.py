@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from common.config import load_scenario
-from common.mec import MECBatch, collect_dataset, evaluate_policy
+from common.mec import MECBatch, collect_dataset, evaluate_policy, n_features
 from common.mec.policies import HEURISTICS, POLICIES, make_policy, oracle
 
 
@@ -27,8 +27,23 @@ def test_simple_policies_do_what_they_say():
     assert (POLICIES["all_offload"](obs, sim) >= 1).all()
     m = evaluate_policy(sc, POLICIES["random"], 20, seed=0)
     assert m["offload_ratio"] == pytest.approx(5 / 6, abs=0.03)
-    m = evaluate_policy(sc, POLICIES["load_balance"], 5, seed=0)
-    assert m["offload_ratio"] == 1.0
+
+
+def test_load_balance_spreads_a_slot_over_the_nodes_and_beats_random():
+    # twenty identical devices with a large task in slot 0 see the same broadcast: the two
+    # random candidates of each device spread them over the nodes instead of herding them
+    sc = load_scenario("tang2020", n_devices=20, n_slots=1)
+    sim = MECBatch(sc, 1)
+    sizes = np.zeros((1, sc.n_time, 20))
+    sizes[0, 0] = 4.9
+    sim.reset(seed=0, sizes=sizes)
+    sim.local_mbit[:] = 0.1  # a slow device CPU: every task is offloaded
+    a = POLICIES["load_balance"](sim.observe(), sim)[0]
+    assert (a >= 1).all()
+    assert np.bincount(a, minlength=6)[1:].max() <= 8  # herding would put all 20 on one node
+    sc = load_scenario("seed001", arrival_prob=0.4)
+    lb = evaluate_policy(sc, POLICIES["load_balance"], 4, seed=0)
+    assert lb["qoe"] > evaluate_policy(sc, POLICIES["random"], 4, seed=0)["qoe"] + 5
 
 
 def test_unknown_policy_lists_valid_names():
@@ -58,7 +73,7 @@ def test_dataset_records_oracle_labels_and_costs():
     ds = collect_dataset(sc, POLICIES["random"], episodes=3, seed=0, batch=2)
     m = evaluate_policy(sc, POLICIES["random"], 3, seed=0, batch=2)
     assert len(ds) == m["tasks"]
-    assert ds.features.shape == (len(ds), sc.n_edges + 4)
+    assert ds.features.shape == (len(ds), n_features(sc.n_edges))
     assert ds.history.shape == (len(ds), sc.history_slots, sc.n_edges)
     assert ds.costs.shape == (len(ds), sc.n_edges + 1)
     # the label is the action of least predicted cost

@@ -7,6 +7,7 @@ import pytest
 
 from common.config import load_scenario
 from common.mec import DeviceProfile, MECBatch, evaluate_policy
+from common.mec import features as fl
 from common.mec.policies import POLICIES, make_policy
 from common.mec.sim import DONE, DROPPED, FAILED
 
@@ -278,12 +279,13 @@ def test_observation_features():
     sim.reset(seed=0, sizes=s)
     obs, _ = sim.step(np.array([[1]]))  # slot 0: 1.4 of 2.8 Mbit sent
     f = obs.features[0, 0]
-    assert obs.mask[0, 0] and f[0] == pytest.approx(2.0)
-    assert f[1] == 0.0  # local queue empty
-    assert f[2] == pytest.approx(1.4 / 1.4)  # one slot of transmission left
-    assert f[3] == 0.0 and f[4] == pytest.approx(0.5)
+    assert obs.mask[0, 0] and f[fl.TASK_MBIT] == pytest.approx(2.0)
+    assert f[fl.DENSITY] == pytest.approx(0.297)
+    assert f[fl.LOCAL_WAIT] == 0.0  # local queue empty
+    assert f[fl.TX_WAIT] == pytest.approx(1.4 / 1.4)  # one slot of transmission left
+    assert f[fl.edge_block("backlog_mbit", 1)][0] == 0.0 and f[fl.ALPHA] == pytest.approx(0.5)
     obs, _ = sim.step(np.array([[0]]))  # slot 1: transmission ends, task waits at the EN
-    assert obs.features[0, 0, 3] == pytest.approx(2.8)
+    assert obs.features[0, 0, fl.edge_block("backlog_mbit", 1)][0] == pytest.approx(2.8)
     assert obs.history[0, -1, 0] == 1  # one active queue at the EN
 
 

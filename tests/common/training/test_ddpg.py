@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.config import DDPGConfig, load_scenario
-from common.mec import MECBatch, evaluate_policy, feature_scale
+from common.mec import MECBatch, evaluate_policy, feature_scale, n_features
 from common.mec.policies import make_policy
 from common.models import NetPolicy
 from common.training import DDPGResult, train_ddpg
@@ -50,7 +50,7 @@ def test_shapes_and_the_netpolicy_interface():
     assert len(result.critic_losses) == len(result.actor_losses) == steps
     assert all(np.isfinite(result.critic_losses + result.actor_losses))
 
-    features, history = torch.rand(7, m + 4), torch.rand(7, k, m)
+    features, history = torch.rand(7, n_features(m)), torch.rand(7, k, m)
     with torch.no_grad():
         scores = result.actor(features, history)
         q = result.critic(features, history, scores)

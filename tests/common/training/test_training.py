@@ -2,14 +2,23 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import D3QNConfig, DistillConfig, ImitationConfig, ModelConfig, load_scenario
-from common.mec import collect_dataset, feature_scale
+from common.config import (
+    D3QNConfig,
+    DistillConfig,
+    ImitationConfig,
+    ModelConfig,
+    TargetConfig,
+    load_scenario,
+)
+from common.mec import collect_dataset, feature_scale, n_features
+from common.mec import features as fl
 from common.mec.policies import make_policy
 from common.models import NetPolicy, build_for_scenario
 from common.training import (
     distill_student,
     evaluate_episodes,
     normalize,
+    permute_edges_batch,
     seed_everything,
     teacher_outputs,
     train_d3qn,
@@ -30,7 +39,10 @@ def test_imitation_loss_goes_down_and_beats_chance():
     scenario = load_scenario("seed001", **TINY)
     seed_everything(0)
     net = build_for_scenario(SMALL_MLP, scenario)
-    cfg = ImitationConfig(episodes=6, dagger_rounds=1, steps=150, batch_size=64, lr=3e-3)
+    cfg = ImitationConfig(
+        episodes=6, dagger_rounds=1, steps=150, batch_size=64, lr=3e-3,
+        targets=TargetConfig(kind="hard", permute_edges=False),
+    )  # fmt: skip
     result = train_imitation(net, scenario, cfg, seed=0)
     assert len(result.losses) == 150 + 75
     first, last = np.mean(result.losses[:20]), np.mean(result.losses[130:150])
@@ -131,3 +143,45 @@ def test_per_episode_metrics_agree_with_the_overall_ones():
     assert per["tasks"].sum() == overall["tasks"]
     assert per["qoe_episode"].mean() == pytest.approx(overall["qoe_episode"])
     assert (per["qoe"] * per["tasks"]).sum() / per["tasks"].sum() == pytest.approx(overall["qoe"])
+
+
+def test_edge_relabelling_permutes_inputs_targets_and_labels_together():
+    m, batch = 4, 64
+    rng = np.random.default_rng(0)
+    f = torch.from_numpy(rng.random((batch, n_features(m))).astype(np.float32))
+    h = torch.from_numpy(rng.random((batch, 3, m)).astype(np.float32))
+    q = torch.softmax(torch.from_numpy(rng.random((batch, m + 1)).astype(np.float32)), 1)
+    y = torch.from_numpy(rng.integers(0, m + 1, batch))
+    pf, ph, pq, py = permute_edges_batch(f, h, q, y, np.random.default_rng(1))
+    assert not torch.equal(pf, f)  # the augmentation is applied
+    moved = 0
+    for b in range(batch):
+        backlog = fl.edge_block("backlog_mbit", m)
+        # recover the permutation from the history columns (all distinct)
+        perm = [int(np.flatnonzero(np.isclose(h[b, 0].numpy(), v))[0]) for v in ph[b, 0].numpy()]
+        moved += perm != list(range(m))
+        torch.testing.assert_close(pf[b, :6], f[b, :6])
+        for name in fl.EDGE_FIELDS:
+            cols = fl.edge_block(name, m)
+            torch.testing.assert_close(pf[b, cols], f[b, cols][perm])
+        torch.testing.assert_close(pq[b, 1:], q[b, 1:][perm])
+        assert pq[b, 0] == q[b, 0]
+        # the label names the same (old) action in the new numbering
+        old = int(y[b])
+        assert int(py[b]) == (0 if old == 0 else perm.index(old - 1) + 1)
+        assert pf[b, backlog].sum() == pytest.approx(float(f[b, backlog].sum()), rel=1e-6)
+    assert moved > batch // 2
+
+
+def test_cost_aware_imitation_learns_and_reports_optimal_action_rate():
+    scenario = load_scenario("seed001", **TINY)
+    seed_everything(0)
+    net = build_for_scenario(SMALL_MLP, scenario)
+    cfg = ImitationConfig(episodes=6, dagger_rounds=0, steps=200, batch_size=64, lr=3e-3)
+    result = train_imitation(net, scenario, cfg, seed=0)
+    # the cross-entropy to soft targets has their entropy as its floor: it must fall towards it
+    assert np.mean(result.losses[-20:]) < np.mean(result.losses[:20]) - 0.2
+    # it picks one of the oracle's best actions more often than any fixed action does
+    data = collect_dataset(scenario, make_policy("oracle"), 6, seed=0)
+    best = data.costs <= data.costs.min(1, keepdims=True) + 1e-6
+    assert best.mean(0).max() + 0.1 < result.accuracy <= 1.0
