@@ -83,6 +83,7 @@ FLOWER_IMAGES = ("superlink", "supernode", "superexec")
 APP_UID = 49999
 """The user ``app`` of Flower's images, which must own the files mounted into them."""
 SERVER_SERVICES = ("superlink", "superexec-serverapp")
+ALIVE_POLL_S = 10.0
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 """Labels that both Docker Compose and podman-compose put on containers and networks."""
@@ -294,12 +295,14 @@ def build_images(engine: Engine, settings: ComposeSettings, version: str) -> dic
     else:
         prefix = LOCAL_FLOWER
         if not engine.has_image(DEBIAN_BASE):
+            log.info("making %s with mmdebstrap (no registry needed)", DEBIAN_BASE)
             _run(["bash", str(ENGINE_SCRIPT), "debian-base", DEBIAN_BASE],
                  logs / "debian-base.log", settings.build_timeout_s, "the Debian base image",
                  env={**os.environ, "ENGINE": engine.name})  # fmt: skip
     pip = pip_inputs(logs / "pip.log")
     if not use_registry:
         for name in FLOWER_IMAGES:
+            log.info("building %s/%s:%s", prefix, name, version)
             engine("build", "-f", str(FLOWER_DOCKERFILE), "--target", name,
                    "--build-arg", f"DEBIAN_IMAGE={DEBIAN_BASE}",
                    "--build-arg", f"FLWR_VERSION={version}",
@@ -307,6 +310,7 @@ def build_images(engine: Engine, settings: ComposeSettings, version: str) -> dic
                    timeout_s=settings.build_timeout_s,
                    what=f"building {prefix}/{name}")  # fmt: skip
     app = f"localhost/keco-flower-superexec:{version}"
+    log.info("building %s on %s/superexec:%s", app, prefix, version)
     engine("build", "-f", str(PROJECT_ROOT / "Dockerfile"),
            "--build-arg", f"FLWR_VERSION={version}",
            "--build-arg", f"BASE_IMAGE={prefix}/superexec:{version}",
@@ -342,6 +346,7 @@ class Stack:
         self.env = {**os.environ, **env}
         self.compose = engine.compose_argv(project)
         self.log = engine.logs / "compose.log"
+        self._alive_until = 0.0
 
     def _compose(self, *args: str, timeout_s: float = 600) -> str:
         return _run([*self.compose, *args], self.log, timeout_s,
@@ -369,7 +374,10 @@ class Stack:
         return {s: n for n, (s, state) in self.containers().items() if state == "running"}
 
     def alive(self, services: Sequence[str] = SERVER_SERVICES) -> bool:
-        """True while ``services`` run; raises (with the service's log) when one has stopped."""
+        """True while ``services`` run; raises (with the service's log) when one has stopped.
+        Asks the engine at most every ``ALIVE_POLL_S`` seconds (its CLI costs CPU)."""
+        if time.monotonic() < self._alive_until:
+            return True
         states = {s: (n, state) for n, (s, state) in self.containers().items()}
         for service in services:
             name, state = states.get(service, ("", "missing"))
@@ -377,6 +385,7 @@ class Stack:
                 raise RuntimeError(
                     f"the {service} container is {state}:\n{self.logs_of(name)[-3000:]}"
                 )
+        self._alive_until = time.monotonic() + ALIVE_POLL_S
         return True
 
     def logs_of(self, name: str) -> str:
@@ -480,6 +489,7 @@ def run_compose(
     cli = FlwrCli(layout.operator / "flwr-home", f"{HOST}:{port}", ca)
     faults = FaultLog()
     with running(stack, logs / "containers"):
+        log.info("compose project %s: the SuperLink on %s:%d", project, HOST, port)
         stack.up(SERVER_SERVICES)
         wait_for("the SuperLink container", lambda: stack.alive() and superlink_ready(port, ca),
                  settings.start_timeout_s)  # fmt: skip
@@ -500,6 +510,7 @@ def run_compose(
         readers = stack.readers_of(layout.owner / SECRET_CONTEXT_FILE)
         t = lap("secret_search", t)
     left = stack.leftovers()
+    log.info("compose down: %s", left or "no container, network or pod left")
     t = lap("down", t)
     summary, results = finish(settings, prepared, faults, "KECO deployment (docker-compose)")
     lap("evaluate", t)
