@@ -13,12 +13,13 @@ FROM ${BASE_IMAGE}
 WORKDIR /app
 
 # torch first, pinned to the CPU build: an unpinned torch pulls several GB of CUDA wheels. A CPU
-# wheel in docker/pip/ (`pip download torch==2.13.0 --no-deps -d docker/pip` where the CPU build
-# is the one pip finds) is installed as it is; otherwise the CPU index is asked.
+# wheel for the image's Python in docker/pip/ (`pip download torch==2.13.0+cpu --no-deps -d
+# docker/pip` where pip finds one) is installed as it is; otherwise the CPU index is asked.
 # docker/pip/constraints.txt, when present, pins every other dependency to the .venv's version.
 RUN --mount=type=bind,source=docker/pip,target=/tmp/pip \
     if [ -f /tmp/pip/constraints.txt ]; then export PIP_CONSTRAINT=/tmp/pip/constraints.txt; fi \
-    && wheel=$(ls /tmp/pip/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n 1) \
+    && py=$(python -c 'import sys; print("cp%d%d" % sys.version_info[:2])') \
+    && wheel=$(ls /tmp/pip/torch-2.13.0+cpu-${py}-*.whl 2>/dev/null | head -n 1) \
     && if [ -n "$wheel" ]; then \
            python -m pip install --no-cache-dir "$wheel"; \
        else \
