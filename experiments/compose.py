@@ -238,7 +238,14 @@ class Engine:
         return True
 
     def has_image(self, ref: str) -> bool:
-        return self.ok("image", "inspect", ref, timeout_s=60)
+        return self.image_id(ref) is not None
+
+    def image_id(self, ref: str) -> str | None:
+        """The id of the local image ``ref`` (None if there is none)."""
+        try:
+            return self("image", "inspect", "--format", "{{.Id}}", ref, timeout_s=60).strip()
+        except RuntimeError:
+            return None
 
     def registry_ref(self, name: str) -> str:
         """Flower's image on Docker Hub (fully qualified for Podman's short-name rules)."""
@@ -311,11 +318,14 @@ def build_images(engine: Engine, settings: ComposeSettings, version: str) -> dic
                    what=f"building {prefix}/{name}")  # fmt: skip
     app = f"localhost/keco-flower-superexec:{version}"
     log.info("building %s on %s/superexec:%s", app, prefix, version)
+    before = engine.image_id(app)
     engine("build", "-f", str(PROJECT_ROOT / "Dockerfile"),
            "--build-arg", f"FLWR_VERSION={version}",
            "--build-arg", f"BASE_IMAGE={prefix}/superexec:{version}",
            "-t", app, str(PROJECT_ROOT),
            timeout_s=settings.build_timeout_s, what=f"building {app}")  # fmt: skip
+    if before and before != engine.image_id(app):  # the code changed: drop the image it replaced
+        engine.ok("rmi", before, timeout_s=300)
     return {"flower_images": prefix, "registry": use_registry, "app_image": app, **pip}
 
 
