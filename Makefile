@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-fast lint format demo bench clean
+.PHONY: install test test-fast lint format demo compose-demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ format: install
 # The main job: KECO with CKKS on a Ray simulation, then the report (prints its path).
 demo: install
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m experiments.run --config-name demo
+
+# docker-compose.yml for real: installs Podman if there is no engine (as root), builds the images
+# (Flower's from Debian + pip when no registry answers), runs every container, tears them down,
+# and prints one JSON line (rounds, containers, final QoE, bytes, seconds).
+compose-demo: install
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m experiments.compose $(ARGS)
 
 bench: install
 	$(BIN)/python -m experiments.bench suite=all

@@ -181,13 +181,16 @@ def settings_from_config(cfg: DictConfig | dict[str, Any]) -> DeploySettings:
     return DeploySettings(**values).validate()
 
 
-def forwarded_overrides(cli_overrides: Sequence[str]) -> list[str]:
-    """The command-line overrides meant for the app (all but deploy keys and ``hydra.*``)."""
+def forwarded_overrides(
+    cli_overrides: Sequence[str], own_keys: frozenset[str] = frozenset()
+) -> list[str]:
+    """The command-line overrides meant for the app (all but deploy keys, ``own_keys`` of the
+    calling command and ``hydra.*``)."""
     out = []
     for override in cli_overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         top = key.split(".", 1)[0]
-        if top in DEPLOY_KEYS or top == "hydra":
+        if top in DEPLOY_KEYS or top in own_keys or top == "hydra":
             continue
         if key in RESERVED_APP_KEYS:
             raise ConfigError(f"{key} is set by the deployment; use {RESERVED_APP_KEYS[key]}")
@@ -261,24 +264,10 @@ def start_run(cluster: Cluster, layout: Layout, overrides: Sequence[str]) -> int
     return run_id
 
 
-def wait_run(
-    cluster: Cluster,
-    procs: Processes,
-    run_id: int,
-    timeout_s: float,
-    hook: Callable[[], bool] | None = None,
-) -> str:
-    """Wait for the run to finish; returns its status, or ``"interrupted"`` when ``hook()``
-    (called about once a second) returns true.
+def servers_alive(procs: Processes, run_id: int) -> Callable[[], None]:
+    """A check for :func:`wait_run`: the SuperLink and the ServerApp's SuperExec still run."""
 
-    The SuperLink is asked for the status every ``STATUS_POLL_S`` seconds, and at once when the
-    ServerApp has written ``server.json`` (its last act), so that the ``flwr`` CLI does not take
-    CPU from the apps.
-    """
-    deadline = time.monotonic() + timeout_s
-    next_status = time.monotonic() + STATUS_POLL_S
-    server_json = cluster.layout.server_run / "server.json"
-    while True:
+    def check() -> None:
         for name in ("superlink", "superexec-serverapp"):
             proc = procs.procs[name]
             if not proc.alive():
@@ -286,10 +275,35 @@ def wait_run(
                     f"{name} exited (code {proc.returncode()}) during run {run_id}:\n"
                     f"{proc.log_tail()}"
                 )
+
+    return check
+
+
+def wait_run(
+    cli: FlwrCli,
+    server_run: Path,
+    run_id: int,
+    timeout_s: float,
+    alive: Callable[[], None],
+    hook: Callable[[], bool] | None = None,
+) -> str:
+    """Wait for the run to finish; returns its status, or ``"interrupted"`` when ``hook()``
+    (called about once a second) returns true. ``alive()`` raises when a party the run needs
+    has died.
+
+    The SuperLink is asked for the status every ``STATUS_POLL_S`` seconds, and at once when the
+    ServerApp has written ``server.json`` to ``server_run`` (its last act), so that the ``flwr``
+    CLI does not take CPU from the apps.
+    """
+    deadline = time.monotonic() + timeout_s
+    next_status = time.monotonic() + STATUS_POLL_S
+    server_json = server_run / "server.json"
+    while True:
+        alive()
         if hook is not None and hook():
             return "interrupted"
         if time.monotonic() >= next_status or server_json.exists():
-            status = cluster.cli.status(run_id)
+            status = cli.status(run_id)
             if status.startswith("finished:"):
                 return status
             next_status = time.monotonic() + (2.0 if server_json.exists() else STATUS_POLL_S)
@@ -357,11 +371,20 @@ def _crash_hook(
     return hook
 
 
-def save_log(cluster: Cluster, layout: Layout, run_id: int) -> Path:
+def save_log(cli: FlwrCli, layout: Layout, run_id: int) -> Path:
     """Keep the ServerApp's log of ``run_id`` (the SuperLink holds it) in the server's folder."""
     path = layout.server / f"serverapp-{run_id}.log"
-    path.write_text(cluster.cli.logs(run_id))
+    path.write_text(cli.logs(run_id))
     return path
+
+
+def check_status(status: str, run_id: int, server_log: Path) -> None:
+    """Raise unless the run completed, with the end of the ServerApp's log."""
+    if status != "finished:completed":
+        raise RuntimeError(
+            f"run {run_id} ended as {status!r}; the ServerApp log ({server_log}) ends with:\n"
+            f"{server_log.read_text()[-3000:]}"
+        )
 
 
 def run_federation(
@@ -378,25 +401,27 @@ def run_federation(
                    _crash_hook(settings, layout, procs, faults))  # fmt: skip
     run_id = start_run(cluster, layout, overrides)
     faults.run_ids.append(run_id)
-    status = wait_run(cluster, procs, run_id, settings.run_timeout_s, lambda: kill() or crash())
+    status = wait_run(
+        cluster.cli, layout.server_run, run_id, settings.run_timeout_s,
+        servers_alive(procs, run_id), lambda: kill() or crash(),
+    )  # fmt: skip
     if status == "interrupted":  # the ServerApp crashed: stop that run, start a resuming one
         cluster.cli.stop(run_id)
-        save_log(cluster, layout, run_id)
+        save_log(cluster.cli, layout, run_id)
         run_id = start_run(cluster, layout, resume_overrides)
         faults.run_ids.append(run_id)
-        status = wait_run(cluster, procs, run_id, settings.run_timeout_s)
-    server_log = save_log(cluster, layout, run_id)
+        status = wait_run(
+            cluster.cli, layout.server_run, run_id, settings.run_timeout_s,
+            servers_alive(procs, run_id),
+        )  # fmt: skip
+    server_log = save_log(cluster.cli, layout, run_id)
     if settings.kill_one_at_round is not None and not faults.dropouts:
         log.warning("the run ended before round %d started: no SuperNode was killed",
                     settings.kill_one_at_round)  # fmt: skip
     if settings.crash_server_at_round is not None and not faults.server_crashes:
         log.warning("the run ended before the ServerApp could be crashed after round %d",
                     settings.crash_server_at_round)  # fmt: skip
-    if status != "finished:completed":
-        raise RuntimeError(
-            f"run {run_id} ended as {status!r}; the ServerApp log ({server_log}) ends with:\n"
-            f"{server_log.read_text()[-3000:]}"
-        )
+    check_status(status, run_id, server_log)
     for i in range(settings.clients):  # a device that died by itself is a dropout too
         proc = procs.procs[f"supernode-{i}"]
         if not proc.alive() and not any(d["partition_id"] == i for d in faults.dropouts):
@@ -471,37 +496,52 @@ def summarize(
     }
 
 
-def deploy(
-    settings: DeploySettings, forwarded: Sequence[str], out_dir: str | Path
-) -> dict[str, Any]:
-    """Provision, start, run, evaluate and stop; returns the summary (also in results.json)."""
-    from experiments.figures import write_report
+@dataclass(frozen=True)
+class Prepared:
+    """A validated deployment: where its parties live and the app's config."""
 
-    out = Path(out_dir).resolve()
-    layout = Layout(out)
+    layout: Layout
+    overrides: list[str]
+    resume_overrides: list[str]
+    fcfg: FederatedRunConfig
+
+
+def prepare(settings: DeploySettings, forwarded: Sequence[str], out_dir: str | Path) -> Prepared:
+    """Validate the app's config (a bad value fails here, before anything is made or started)."""
+    layout = Layout(Path(out_dir).resolve())
     overrides = app_overrides(settings, forwarded)
     resume_overrides = app_overrides(settings, forwarded, resume=True)
-    fcfg = app_config(overrides, layout.server_run)  # a bad app value fails here
+    fcfg = app_config(overrides, layout.server_run)
     app_config(resume_overrides, layout.server_run)
     if layout.server_run.exists() and any(layout.server_run.iterdir()):
         raise ConfigError(f"{layout.server_run} is not empty; deploy into a fresh directory")
+    return Prepared(layout, overrides, resume_overrides, fcfg)
 
-    given = provision(layout, fcfg, settings.clients, settings.tls, settings.server_names)
-    if settings.provision_only:  # the operator's files for docker-compose or several machines
-        ca = layout.operator / "ca.crt" if settings.tls else None
-        FlwrCli(layout.operator / "flwr-home", COMPOSE_SUPERLINK, ca)
-        app_run_config(layout.operator / "run-config.toml", overrides, layout.server_run)
-        app_run_config(layout.operator / "run-config.compose.toml", overrides, COMPOSE_RUN_DIR)
-        return {"provisioned": str(out), "clients": settings.clients, "files": given}
-    with Processes(out / "logs") as procs:
-        cluster = Cluster(
-            layout, procs, clients=settings.clients, tls=settings.tls, auth=settings.auth
-        )
-        cluster.start_all(settings.start_timeout_s)
-        faults = run_federation(settings, overrides, resume_overrides, cluster, layout, procs)
+
+def provision_for_operator(settings: DeploySettings, prepared: Prepared) -> dict[str, Any]:
+    """The material of ``provision_only``: every party's files, plus the operator's ``flwr``
+    connection (docker-compose's SuperLink address) and run configs; nothing is started."""
+    layout = prepared.layout
+    given = provision(layout, prepared.fcfg, settings.clients, settings.tls, settings.server_names)
+    (layout.superlink / "state").mkdir(exist_ok=True)  # the SuperLink's database (compose)
+    ca = layout.operator / "ca.crt" if settings.tls else None
+    FlwrCli(layout.operator / "flwr-home", COMPOSE_SUPERLINK, ca)
+    app_run_config(layout.operator / "run-config.toml", prepared.overrides, layout.server_run)
+    app_run_config(layout.operator / "run-config.compose.toml", prepared.overrides, COMPOSE_RUN_DIR)
+    return {"provisioned": str(layout.root), "clients": settings.clients, "files": given}
+
+
+def finish(
+    settings: DeploySettings, prepared: Prepared, faults: FaultLog, title: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """After the run: the key owner's evaluation, ``results.json``, ``report.md``; returns the
+    one-line summary and the results."""
+    from experiments.figures import write_report
+
+    layout, fcfg, overrides = prepared.layout, prepared.fcfg, prepared.overrides
     history = json.loads((layout.server_run / "server.json").read_text())["rounds"]
     policies = evaluate_as_owner(layout, fcfg, settings.clients)
-    results_path = out / "results.json"
+    results_path = layout.root / "results.json"
     summary = summarize(settings, history, policies, faults, results_path)
     results = {
         "config": {
@@ -527,7 +567,28 @@ def deploy(
         "deploy": summary,
     }
     results_path.write_text(json.dumps(results, indent=1, default=float))
-    write_report(out, results, title="KECO deployment (SuperLink + SuperNodes)")
+    write_report(layout.root, results, title=title)
+    return summary, results
+
+
+def deploy(
+    settings: DeploySettings, forwarded: Sequence[str], out_dir: str | Path
+) -> dict[str, Any]:
+    """Provision, start, run, evaluate and stop; returns the summary (also in results.json)."""
+    prepared = prepare(settings, forwarded, out_dir)
+    if settings.provision_only:  # the operator's files for docker-compose or several machines
+        return provision_for_operator(settings, prepared)
+    layout = prepared.layout
+    provision(layout, prepared.fcfg, settings.clients, settings.tls, settings.server_names)
+    with Processes(layout.root / "logs") as procs:
+        cluster = Cluster(
+            layout, procs, clients=settings.clients, tls=settings.tls, auth=settings.auth
+        )
+        cluster.start_all(settings.start_timeout_s)
+        faults = run_federation(
+            settings, prepared.overrides, prepared.resume_overrides, cluster, layout, procs
+        )
+    summary, _ = finish(settings, prepared, faults, "KECO deployment (SuperLink + SuperNodes)")
     return summary
 
 

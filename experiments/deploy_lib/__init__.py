@@ -1,4 +1,4 @@
-"""Building blocks of ``python -m experiments.deploy`` (and of the compose emulation test).
+"""Building blocks of ``python -m experiments.deploy`` and ``python -m experiments.compose``.
 
 ``pki`` makes the TLS certificates and the SuperNode key pairs, ``provision`` lays out what
 each party holds (CKKS keys, teacher, certificates), ``procs`` starts and stops the Flower

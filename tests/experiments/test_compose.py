@@ -1,12 +1,12 @@
-"""``docker-compose.yml`` emulated: its services, commands and flags as local processes.
+"""``docker-compose.yml`` and ``python -m experiments.compose``: every service as a container.
 
-There is no Docker engine on the test machines, so the emulation reads the compose file and
-starts, for every service, the executable its image runs (``flower-superlink``,
-``flower-supernode``, or the ``ENTRYPOINT`` of ``Dockerfile``) with the service's own command.
-Only what Docker would provide is translated: service names and container ports become loopback
-ports, ``--host 0.0.0.0`` becomes ``127.0.0.1``, and container paths become the host files the
-service mounts (a path the service does not mount fails the test). The material is provisioned
-by ``python -m experiments.deploy provision_only=true``, exactly as the compose file's header says.
+The fast tests read the compose file, the Dockerfiles and the driver's settings. The slow test
+runs ``python -m experiments.compose`` for real (Docker if its daemon answers, else rootful Podman,
+which the driver installs as root when missing; Flower's images are built locally when no
+registry answers) and ``python -m experiments.deploy`` (local processes) with the same app and
+seed, and checks that all rounds complete in 8 containers, that only the ClientApp containers
+can read the CKKS secret context, that both deployments reach the same final QoE, and that no
+container, network or pod of the project is left.
 """
 
 import json
@@ -18,32 +18,33 @@ import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
-import tomllib
 import yaml
 
+from common.config import ConfigError
 from common.crypto import SECRET_CONTEXT_FILE
-from experiments.deploy import app_config, evaluate_as_owner
-from experiments.deploy_lib.cli import FlwrCli, base_env, write_run_config
-from experiments.deploy_lib.cluster import Layout, superlink_ready
-from experiments.deploy_lib.procs import Processes, free_port, wait_for
+from experiments.compose import (
+    APP_UID,
+    COMPOSE_KEYS,
+    PROJECT_LABEL,
+    ComposeSettings,
+    check_deploy_settings,
+    compose_devices,
+    compose_settings,
+)
+from experiments.deploy import DeploySettings
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+FLOWER_DOCKERFILE = ROOT / "docker" / "flower.Dockerfile"
 WORKDIR = PurePosixPath("/app")  # the working directory of Flower's images
-IMAGES = {"flwr/superlink": "flower-superlink", "flwr/supernode": "flower-supernode"}
-PATH_FLAGS = {
-    "--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--root-certificates",
-    "--auth-supernode-private-key",
-}  # fmt: skip
-ADDRESS_FLAGS = {"--superlink", "--runtime-api-address"}
 NODE_CONFIG_ITEM = re.compile(r'([\w-]+)=("[^"]*"|\S+)')
 TINY = [
     "scenario.n_devices=8", "scenario.n_slots=30", "model.hidden=[32]",
     "experiment.final_eval_episodes=3", "strategy.local.eval_episodes=1",
     "experiment.teacher_training.episodes=2", "experiment.teacher_training.steps=100",
 ]  # fmt: skip
+CLIENTAPPS = [f"superexec-clientapp-{i}" for i in range(3)]
 
 
 def substitute(value, env: dict[str, str]):
@@ -63,19 +64,6 @@ def load_compose(env: dict[str, str] | None = None) -> dict:
     return substitute(yaml.safe_load(COMPOSE.read_text()), env or {})
 
 
-def entrypoint() -> str:
-    match = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", DOCKERFILE.read_text(), re.M)
-    assert match, "Dockerfile has no exec-form ENTRYPOINT"
-    return json.loads(match.group(1))[0]
-
-
-def executable(service: dict) -> str:
-    if "build" in service:
-        assert service["build"]["dockerfile"] == "Dockerfile"
-        return entrypoint()
-    return IMAGES[service["image"].split(":")[0]]
-
-
 def node_config(value: str) -> dict[str, str]:
     return {k: v for k, v in NODE_CONFIG_ITEM.findall(value)}
 
@@ -89,224 +77,248 @@ def option(command: list[str], flag: str) -> str | None:
     return None
 
 
-class Emulation:
-    """Translate compose services into local command lines."""
-
-    def __init__(self, compose: dict, compose_dir: Path) -> None:
-        self.services = compose["services"]
-        self.compose_dir = compose_dir
-        self.ports: dict[tuple[str, int], int] = {}
-
-    def port(self, service: str, container_port: int) -> int:
-        assert service in self.services, f"unknown service {service!r}"
-        return self.ports.setdefault((service, int(container_port)), free_port())
-
-    def mounts(self, service: str) -> dict[PurePosixPath, Path]:
-        out = {}
-        for volume in self.services[service].get("volumes", []):
-            src, dst = volume.split(":")[:2]
-            out[PurePosixPath(dst)] = (self.compose_dir / src).resolve()
-        return out
-
-    def host_path(self, service: str, path: str) -> Path:
-        """The host file behind ``path`` inside ``service``'s container (must be mounted)."""
-        target = WORKDIR / path  # relative paths are relative to the working directory
-        for dst, src in sorted(self.mounts(service).items(), key=lambda m: -len(str(m[0]))):
-            if target == dst or dst in target.parents:
-                return src / target.relative_to(dst)
-        raise AssertionError(f"{service}: {target} is not mounted into the container")
-
-    def clientapp_of(self, supernode: str) -> str:
-        """The SuperExec service whose Runtime API address is ``supernode``'s."""
-        found = [
-            name
-            for name, svc in self.services.items()
-            if (option(svc.get("command", []), "--runtime-api-address") or "").split(":")[0]
-            == supernode
-        ]
-        assert len(found) == 1, f"{supernode} needs exactly one ClientApp SuperExec: {found}"
-        return found[0]
-
-    def argv(self, name: str) -> list[str]:
-        command = [str(a) for a in self.services[name].get("command", [])]
-        out, i = [executable(self.services[name])], 0
-        while i < len(command):
-            arg = command[i]
-            flag, inline = (arg.split("=", 1) + [None])[:2] if arg.startswith("--") else (arg, None)
-            takes_value = flag in PATH_FLAGS | ADDRESS_FLAGS | {"--host", "--port", "--node-config"}
-            if not takes_value:
-                out.append(arg)
-                i += 1
-                continue
-            value = inline if inline is not None else command[i + 1]
-            i += 1 if inline is not None else 2
-            if flag == "--host":
-                assert value == "0.0.0.0", f"{name}: containers listen on all interfaces"
-                value = "127.0.0.1"
-            elif flag == "--port":
-                value = str(self.port(name, int(value)))
-            elif flag in ADDRESS_FLAGS:
-                host, port = value.rsplit(":", 1)
-                value = f"127.0.0.1:{self.port(host, int(port))}"
-            elif flag in PATH_FLAGS:
-                value = str(self.host_path(name, value))
-            else:  # --node-config: paths of the container that runs the ClientApp
-                app = self.clientapp_of(name)
-                items = []
-                for key, val in node_config(value).items():
-                    if val.startswith('"') and val.strip('"').startswith("/"):
-                        val = json.dumps(str(self.host_path(app, val.strip('"'))))
-                    items.append(f"{key}={val}")
-                value = " ".join(items)
-            out += [flag, value]
-        return out
-
-    def order(self) -> list[str]:
-        """Services in ``depends_on`` order."""
-        done: list[str] = []
-        while len(done) < len(self.services):
-            ready = [
-                n
-                for n, s in self.services.items()
-                if n not in done and all(d in done for d in s.get("depends_on", []))
-            ]
-            assert ready, "depends_on has a cycle"
-            done += ready
-        return done
+def mounts(service: dict) -> dict[PurePosixPath, Path]:
+    """Container path -> host path of a service's bind mounts."""
+    out = {}
+    for volume in service.get("volumes", []):
+        src, dst = volume.split(":")[:2]
+        out[PurePosixPath(dst)] = Path(src)
+    return out
 
 
-# ---- the file itself (fast) ----------------------------------------------------------------
-def test_compose_layout_pins_flower_1_41_and_the_dockerfile():
+def host_path(service: dict, path: str) -> Path:
+    """The host file behind ``path`` inside the service's container (it must be mounted)."""
+    target = WORKDIR / path  # relative paths are relative to the working directory
+    for dst, src in sorted(mounts(service).items(), key=lambda m: -len(str(m[0]))):
+        if target == dst or dst in target.parents:
+            return src / target.relative_to(dst)
+    raise AssertionError(f"{target} is not mounted into the container")
+
+
+def clientapp_of(services: dict, supernode: str) -> str:
+    """The SuperExec service whose Runtime API address is ``supernode``'s."""
+    found = [
+        name
+        for name, svc in services.items()
+        if (option(svc.get("command", []), "--runtime-api-address") or "").split(":")[0]
+        == supernode
+    ]
+    assert len(found) == 1, f"{supernode} needs exactly one ClientApp SuperExec: {found}"
+    return found[0]
+
+
+# ---- the files (fast) -----------------------------------------------------------------------
+def test_images_are_flowers_own_or_the_same_version_built_locally():
     import flwr
 
-    compose = load_compose()
-    services = compose["services"]
     assert flwr.__version__.startswith("1.41")
-    supernodes = sorted(n for n in services if n.startswith("supernode-"))
-    assert supernodes == ["supernode-0", "supernode-1", "supernode-2"]
-    emu = Emulation(compose, ROOT)
+    services = load_compose()["services"]
+    assert compose_devices(load_compose()) == 3
     assert services["superlink"]["image"] == "flwr/superlink:1.41.0"
-    for name in supernodes:
-        assert services[name]["image"] == "flwr/supernode:1.41.0"
-        assert executable(services[emu.clientapp_of(name)]) == "flower-superexec"
-    assert executable(services["superexec-serverapp"]) == "flower-superexec"
-    assert option(services["superexec-serverapp"]["command"], "--runtime-api-address") == (
-        "superlink:8000"
+    for i in range(3):
+        assert services[f"supernode-{i}"]["image"] == "flwr/supernode:1.41.0"
+    apps = [n for n, s in services.items() if "build" in s]
+    assert sorted(apps) == sorted(["superexec-serverapp", *CLIENTAPPS])
+    for name in apps:
+        assert services[name]["build"]["args"]["BASE_IMAGE"] == "flwr/superexec:1.41.0"
+        assert services[name]["build"]["dockerfile"] == "Dockerfile"
+    local = load_compose({"FLWR_IMAGES": "localhost/keco-flwr"})["services"]
+    assert local["superlink"]["image"] == "localhost/keco-flwr/superlink:1.41.0"
+    assert local["superexec-serverapp"]["build"]["args"]["BASE_IMAGE"] == (
+        "localhost/keco-flwr/superexec:1.41.0"
     )
+    # every container has an init process (a stop takes no 10 s grace) and no telemetry
+    for name, svc in services.items():
+        assert svc["init"] is True, name
+        assert svc["environment"]["FLWR_TELEMETRY_ENABLED"] == "0", name
+        assert svc["environment"]["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1", name
+
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG FLWR_VERSION=1\.41\.\d+$", text, re.M)
-    assert "FROM flwr/superexec:${FLWR_VERSION}" in text
-    assert text.index('"torch==2.13.0"') < text.index("pip install --no-cache-dir .")
+    assert "ARG BASE_IMAGE=flwr/superexec:${FLWR_VERSION}" in text
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+    # torch is the CPU build, from the wheel in docker/pip or the CPU index, before the project
+    assert "torch-2.13.0+cpu-" in text and "download.pytorch.org/whl/cpu" in text
+    assert text.index("torch-2.13.0+cpu-") < text.index("pip install --no-cache-dir .")
     ignored = (ROOT / ".dockerignore").read_text().split()
     for pattern in ("*.ctx", "*.key", "*.pem", "outputs", ".venv"):
         assert pattern in ignored
+    # the local Flower images: the layout of Flower's own (uid 49999, /app, flwr pinned)
+    flower = FLOWER_DOCKERFILE.read_text()
+    assert "flwr==${FLWR_VERSION}" in flower and f"--uid {APP_UID}" in flower
+    for target in ("superlink", "supernode", "superexec"):
+        assert re.search(rf'^FROM base AS {target}\nENTRYPOINT \["flower-{target}"\]$', flower,
+                         re.M), target  # fmt: skip
+    assert re.search(r"^WORKDIR /app$", flower, re.M) and re.search(r"^USER app$", flower, re.M)
 
 
-def test_only_the_clientapps_get_the_secret_context_and_the_superlink_has_tls_and_auth():
+def test_only_the_clientapps_get_the_secret_context_and_the_superlink_has_tls_auth_and_a_db():
     compose = load_compose({"DEPLOY_DIR": "/deploy"})
-    services, emu = compose["services"], Emulation(compose, ROOT)
+    services = compose["services"]
     link = [str(a) for a in services["superlink"]["command"]]
     assert "--insecure" not in link and "--enable-supernode-auth" in link
     for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"):
         assert option(link, flag) is not None
+    assert host_path(services["superlink"], option(link, "--database")) == Path(
+        "/deploy/superlink/state/state.db"
+    )
     assert services["superlink"]["ports"] == ["127.0.0.1:8000:8000"]  # loopback on the host
     secrets = {
-        name: [src for src in emu.mounts(name).values() if src.name == SECRET_CONTEXT_FILE]
-        for name in services
+        name: [src for src in mounts(svc).values() if src.name == SECRET_CONTEXT_FILE]
+        for name, svc in services.items()
     }
-    holders = sorted(name for name, found in secrets.items() if found)
-    assert holders == [f"superexec-clientapp-{i}" for i in range(3)]
+    assert sorted(name for name, found in secrets.items() if found) == CLIENTAPPS
     for i in range(3):
         assert secrets[f"superexec-clientapp-{i}"] == [Path(f"/deploy/node-{i}/secret.ctx")]
     for name in ("superlink", "superexec-serverapp"):
         assert not any(src.suffix in (".ctx", ".key") and src.name != "server.key"
-                       for src in emu.mounts(name).values())  # fmt: skip
-    assert emu.host_path("superexec-serverapp", "/app/run") == Path("/deploy/server/run")
+                       for src in mounts(services[name]).values())  # fmt: skip
+    assert host_path(services["superexec-serverapp"], "/app/run") == Path("/deploy/server/run")
     partitions = []
     for i in range(3):
         cmd = [str(a) for a in services[f"supernode-{i}"]["command"]]
         assert "--insecure" not in cmd
         key = option(cmd, "--auth-supernode-private-key")
-        assert emu.host_path(f"supernode-{i}", key) == Path(f"/deploy/node-{i}/auth.key")
+        assert host_path(services[f"supernode-{i}"], key) == Path(f"/deploy/node-{i}/auth.key")
         config = node_config(option(cmd, "--node-config"))
         partitions.append(int(config["partition-id"]))
         assert config["num-partitions"] == "3"
-        app = emu.clientapp_of(f"supernode-{i}")
-        assert emu.host_path(app, config["secret-context"].strip('"')) == Path(
+        app = services[clientapp_of(services, f"supernode-{i}")]
+        assert host_path(app, config["secret-context"].strip('"')) == Path(
             f"/deploy/node-{i}/secret.ctx"
         )
-        assert emu.host_path(app, config["state-dir"].strip('"')) == Path(f"/deploy/node-{i}/state")
+        assert host_path(app, config["state-dir"].strip('"')) == Path(f"/deploy/node-{i}/state")
+        # every party mounts only its own folder
+        for name in (f"supernode-{i}", clientapp_of(services, f"supernode-{i}")):
+            assert {src.parent if src.suffix else src for src in mounts(services[name]).values()
+                    } <= {Path(f"/deploy/node-{i}"), Path(f"/deploy/node-{i}/state")}  # fmt: skip
         # the device's Runtime API is on its own internal network
-        assert services[app]["networks"] == [f"device-{i}"]
+        assert app["networks"] == [f"device-{i}"]
         assert compose["networks"][f"device-{i}"] == {"internal": True}
     assert partitions == [0, 1, 2]
 
 
-# ---- the emulation (slow) ---------------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("flower-superlink", path=str(BIN)) is None, reason="no Flower")
-def test_compose_services_run_as_local_processes(tmp_path):
-    deploy_dir = tmp_path / "compose"
+def test_compose_settings_and_what_compose_cannot_run():
+    assert compose_settings({"engine": "podman", "rounds": 3}).engine == "podman"
+    assert COMPOSE_KEYS >= {"engine", "images", "superlink_port"}
+    for values, message in [
+        ({"engine": "lxc"}, "engine must be auto, docker or podman"),
+        ({"images": "hub"}, "images must be auto, registry or local"),
+        ({"superlink_port": 70000}, "superlink_port must be a TCP port"),
+        ({"build_timeout_s": 0}, "build_timeout_s must be a number > 0"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            ComposeSettings(**values).validate()
+    for values, message in [
+        ({"clients": 2}, "defines 3 devices: clients must be 3"),
+        ({"tls": False, "auth": False}, "tls and auth must be true"),
+        ({"rounds": 2, "kill_one_at_round": 1}, "injected by `python -m experiments.deploy`"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_deploy_settings(DeploySettings(**values).validate(), 3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["clients=2"], "clients must be 3"),
+        (["engine=lxc"], "engine must be auto, docker or podman"),
+        (["strategy.local.epochs=-1"], "strategy.local.epochs"),
+    ],
+)
+def test_bad_input_fails_before_any_container(tmp_path, args, message):
+    out = tmp_path / "run"
     r = subprocess.run(
-        [sys.executable, "-m", "experiments.deploy", "provision_only=true", "clients=3",
-         "rounds=1", *TINY, f"hydra.run.dir={deploy_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "experiments.compose", *args, f"hydra.run.dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1])["provisioned"] == str(deploy_dir)
-    layout = Layout(deploy_dir)
-    operator = tomllib.loads((layout.operator / "flwr-home" / "config.toml").read_text())
-    assert operator["superlink"]["keco-deploy"]["address"] == "127.0.0.1:8000"
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr
+    assert not (out / "logs").exists() and not (out / "operator").exists()
 
-    emu = Emulation(load_compose({"DEPLOY_DIR": str(deploy_dir)}), ROOT)
-    homes = tmp_path / "containers"  # each container's private filesystem
-    with Processes(tmp_path / "logs") as procs:
-        started = {}
-        order = emu.order()
-        for name in order:
-            home = homes / name
-            home.mkdir(parents=True)
-            started[name] = procs.start(
-                name, emu.argv(name), env=base_env(home / "flwr-home"), cwd=home,
-                log=tmp_path / "logs" / f"{name}.log",
-            )  # fmt: skip
-            if name == "superlink":
-                port = emu.port("superlink", 8000)  # what the host publishes as 8000
-                wait_for(
-                    "the SuperLink",
-                    lambda port=port: superlink_ready(port, layout.operator / "ca.crt"),
-                    120, watch=[started[name]],
-                )  # fmt: skip
-                cli = FlwrCli(
-                    tmp_path / "operator", f"127.0.0.1:{port}", layout.operator / "ca.crt"
-                )
-                for i in range(3):  # the operator registers the SuperNodes (compose step 3)
-                    cli.register(layout.node(i) / "auth.key.pub")
-        wait_for("3 SuperNodes online", lambda: cli.online() == 3, 120,
-                 watch=list(started.values()), interval_s=2)  # fmt: skip
 
-        given = tomllib.loads((layout.operator / "run-config.compose.toml").read_text())
-        assert given["run-dir"] == "/app/run"
-        run_dir = emu.host_path("superexec-serverapp", given["run-dir"])
-        assert run_dir == layout.server_run
-        run_config = write_run_config(
-            tmp_path / "run-config.toml", {"overrides": given["overrides"], "run-dir": str(run_dir)}
-        )
-        run_id = cli.run(ROOT, run_config)
-        status = cli.wait(run_id, timeout_s=1200, poll_s=5)
-        assert status == "finished:completed", cli.logs(run_id)[-3000:]
-    assert procs.alive_groups() == []
+# ---- the containers (slow) --------------------------------------------------------------------
+def engine_available() -> bool:
+    """Docker answers, Podman is installed, or we are root and may install it."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
+        return True
+    return shutil.which("podman") is not None or os.geteuid() == 0
 
-    history = json.loads((run_dir / "server.json").read_text())["rounds"]
-    assert [row["round"] for row in history] == [1]
-    assert history[0]["set_x"] == 3 and history[0]["clients_replied"] == 3
+
+def run(module: str, out: Path, *args: str) -> dict:
+    """``python -m <module> <args> TINY`` into ``out``; its last-line JSON summary."""
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HYDRA_FULL_ERROR": "0"}
+    r = subprocess.run(
+        [sys.executable, "-m", module, *args, *TINY, f"hydra.run.dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=5400,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def compose_and_local(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compose")
+    compose = run("experiments.compose", root / "compose", "rounds=3", "seed=3")
+    local = run("experiments.deploy", root / "local", "rounds=3", "seed=3")
+    return root, compose, local
+
+
+needs_engine = pytest.mark.skipif(
+    not engine_available(), reason="no container engine, and not root to install Podman"
+)
+
+
+@pytest.mark.slow
+@needs_engine
+def test_every_round_completes_in_eight_containers(compose_and_local):
+    root, summary, _ = compose_and_local
+    assert summary["rounds_completed"] == 3 and summary["clients_per_round"] == [3, 3, 3]
+    assert summary["containers"] == 8
+    assert summary["services"] == sorted(load_compose()["services"])
+    assert summary["tls"] and summary["auth"] and summary["dropouts"] == []
+    assert summary["bytes_up"] > 3 * 3 * 100_000  # CKKS ciphertexts crossed the networks
+    history = json.loads((root / "compose" / "server" / "run" / "server.json").read_text())
+    assert [row["round"] for row in history["rounds"]] == [1, 2, 3]
     for i in range(3):  # every device kept its state in its own mounted folder
-        assert list((layout.node(i) / "state").glob(f"client-{i}-r1.npz"))
-    # the key owner decrypts the global student the ServerApp could only add up
-    import shlex
+        assert list((root / "compose" / f"node-{i}" / "state").glob(f"client-{i}-r3.npz"))
+    # the SuperLink served TLS, kept its state in its database, and registered 3 SuperNodes
+    logs = root / "compose" / "logs" / "containers"
+    link_log = next(logs.glob("*superlink*.log")).read_text()
+    assert "Uvicorn running on https://0.0.0.0:8000" in link_log
+    assert (root / "compose" / "superlink" / "state" / "state.db").stat().st_size > 0
+    assert link_log.count("[ControlServicer.RegisterNode] Created node_id=") == 3
 
-    cfg = app_config(shlex.split(given["overrides"]), run_dir)
-    policies = evaluate_as_owner(layout, cfg, 3)
-    assert policies["student"]["params"] > 0 and policies["student"]["tasks"] > 0
-    env_homes = [p for p in os.listdir(homes)]
-    assert sorted(env_homes) == sorted(emu.services)
+
+@pytest.mark.slow
+@needs_engine
+def test_only_the_clientapp_containers_can_read_the_secret_context(compose_and_local):
+    _, summary, _ = compose_and_local
+    assert summary["secret_readable_in"] == CLIENTAPPS
+
+
+@pytest.mark.slow
+@needs_engine
+def test_final_qoe_equals_the_local_process_deployment_with_the_same_seed(compose_and_local):
+    _, compose, local = compose_and_local
+    assert compose["rounds_completed"] == local["rounds_completed"] == 3
+    assert compose["final_qoe"] == local["final_qoe"]
+    assert compose["random_qoe"] == local["random_qoe"]
+
+
+@pytest.mark.slow
+@needs_engine
+def test_nothing_is_left_running(compose_and_local):
+    _, summary, _ = compose_and_local
+    assert summary["left_after_down"] == []
+    engine, label = summary["engine"], f"label={PROJECT_LABEL}={summary['project']}"
+    for what in (["ps", "-a"], ["network", "ls"]):
+        out = subprocess.run([engine, *what, "--filter", label, "--format", "{{.Names}}"
+                              if what[0] == "ps" else "{{.Name}}"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert out.strip() == "", f"{engine} {what[0]}: {out}"
+    if engine == "podman":
+        pods = subprocess.run(["podman", "pod", "ls", "--format", "{{.Name}}"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert summary["project"] not in pods
