@@ -25,7 +25,6 @@ from common.config import (
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
 from common.fed import (
     LocalState,
-    canonical,
     distill_global,
     evaluate_student,
     federation_profile,
@@ -144,7 +143,6 @@ class Device:
             self.backend, GlobalSums.from_records(configs), settings.model_length,
             settings.num_classes, settings.knowledge_rows,
         )  # fmt: skip
-        w, g = canonical(w), canonical(g)
         st = self.cfg.strategy
         if st.global_kd_steps and not st.server_distill and aggregated_round >= 1 and w.size:
             w = distill_global(self.cfg, w, g, aggregated_round)

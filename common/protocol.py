@@ -27,8 +27,9 @@ carries ``metrics`` with ``tasks`` (the weight) and the simulator metrics.
 The server only adds payloads of one role and sums their n_i; clients decrypt and divide:
 ``W = X_W / Σ_x n``, ``G = X_G / Σ_x n + U / Σ_u n − V / Σ_v n`` (KECO's correction Δ; a term is
 absent when its set is empty or the correction is switched off). Round 1 uses the initial
-``W_0, G_0`` encrypted by the server with the public key, with total 1, so that clients read
-every round the same way.
+``W_0, G_0`` encrypted by the server with the public key (weight ``s``, total ``s``), so that
+clients read every round the same way. Values travel as fixed-point integers, so every sum is
+exact and encryption never changes a result (:mod:`common.crypto.backend`).
 """
 
 from __future__ import annotations
@@ -247,27 +248,22 @@ def initial_arrays(model: np.ndarray, soft_labels: np.ndarray) -> dict[str, np.n
     }
 
 
-INITIAL_TOTAL = 2.0**20
-"""Largest weight of the round-1 state. Encrypting ``s·[W_0, G_0]`` with total ``s`` means the
-same as ``[W_0, G_0]`` with total 1, but divides the CKKS noise (~1e-8 per fresh ciphertext)
-by ``s``, as the n_i of later rounds do: clients then decode round 1 as exactly as any other."""
+def initial_weight(max_examples: int) -> float:
+    """The weight ``s`` of the round-1 state: the largest power of two not above the largest
+    n_i of the run. Encrypting ``s·[W_0, G_0]`` with total ``s`` means ``[W_0, G_0]`` but on a
+    fixed-point grid ``s`` times finer, as the n_i of later rounds give, and stays within the
+    headroom the run's HE parameters were checked for (:meth:`HEConfig.check_run`)."""
+    return float(2.0 ** max(0, math.floor(math.log2(max(1, max_examples)))))
 
 
-def initial_weight(backend: Backend, packed: np.ndarray) -> float:
-    """The power of two ``s <= INITIAL_TOTAL`` that keeps ``s·packed`` within half of what the
-    backend encrypts (so the parameter set's headroom for sums is untouched)."""
-    peak = float(np.abs(packed).max()) if packed.size else 0.0
-    room = backend.max_abs_value / 2.0 / peak if peak > 0 else math.inf
-    if not math.isfinite(room):  # the plaintext backend has no limit
-        return INITIAL_TOTAL
-    return float(min(INITIAL_TOTAL, 2.0 ** max(0, int(np.floor(np.log2(room))))))
-
-
-def initial_sums(backend: Backend, model: np.ndarray, soft_labels: np.ndarray) -> GlobalSums:
+def initial_sums(
+    backend: Backend, model: np.ndarray, soft_labels: np.ndarray, max_examples: int
+) -> GlobalSums:
     """Round-1 state: ``s·[W_0, G_0]`` encrypted with the (public) key, total ``s``."""
     packed = pack_model_and_labels(model, soft_labels)
-    weight = initial_weight(backend, packed)
-    return GlobalSums(GlobalTerm(backend.encrypt(packed * weight), weight))
+    weight = initial_weight(max_examples)
+    payload = backend.encrypt(packed * weight, bound=weight * backend.value_bound)
+    return GlobalSums(GlobalTerm(payload, weight))
 
 
 def read_global(
@@ -361,4 +357,5 @@ def build_upload(
         if model is not None:
             raise ValueError(f"late clients (role {role!r}) upload logits only; drop model=")
         vector = as_knowledge(soft_labels).ravel()
-    return TrainUpload(role, num_examples, backend.encrypt(num_examples * vector), logits_round)
+    payload = backend.encrypt(num_examples * vector, bound=num_examples * backend.value_bound)
+    return TrainUpload(role, num_examples, payload, logits_round)

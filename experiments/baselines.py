@@ -48,6 +48,7 @@ from common.config import (
     ddpg_from_dict,
     distill_from_dict,
     federated_from_dict,
+    load_he,
     model_from_dict,
 )
 from common.fed import (
@@ -57,10 +58,11 @@ from common.fed import (
     client_student,
     federation_profile,
     initial_weights,
+    load_teacher,
     train_on_schedule,
 )
 from common.fed.local import schedule_budget, schedule_devices
-from common.fed.prepare import TEACHER_FILE, prepare_run_dir
+from common.fed.prepare import TEACHER_FILE, needs_teacher, prepare_run_dir
 from common.mec import collect_dataset, feature_scale
 from common.mec.policies import make_policy
 from common.models import NetPolicy, build_for_scenario, count_params
@@ -164,13 +166,17 @@ def _share_teacher(cfg: FederatedRunConfig, cache: Path) -> None:
         shutil.copy(cached, target)
 
 
-def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
-    """Run federated ``method`` on Ray and return its final student(s)."""
-    from experiments.tasks.federation import client_models, final_student, simulate
+def teacher_note(cfg: FederatedRunConfig) -> str:
+    """What the public teacher cost (trained on public proxy episodes), for the budget table."""
+    t = cfg.teacher_training
+    episodes = t.episodes * (t.dagger_rounds + 1)
+    steps = t.steps + t.dagger_rounds * max(1, t.steps // 2)
+    return f"+ the public teacher: {episodes} public episodes, {steps:,} steps"
 
-    run_dir = ctx.run_dir / "runs" / f"{method}{tag}"
-    cfg = method_config(ctx, method, run_dir)
-    start = time.perf_counter()
+
+def _prepare(ctx: StudyContext, cfg: FederatedRunConfig) -> None:
+    """Keys and the public teacher in ``cfg.run_dir``; the teacher is trained once per job
+    and shared by every run with the same teacher, scenario and seed."""
     cache = ctx.run_dir / "runs"
     _share_teacher(cfg, cache)
     prepare_run_dir(cfg)
@@ -178,6 +184,16 @@ def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
         cached = cache / f"teacher-{_teacher_key(cfg)}.pt"
         if not cached.exists():
             shutil.copy(Path(cfg.run_dir) / TEACHER_FILE, cached)
+
+
+def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
+    """Run federated ``method`` on Ray and return its final student(s)."""
+    from experiments.tasks.federation import client_models, final_student, simulate
+
+    run_dir = ctx.run_dir / "runs" / f"{method}{tag}"
+    cfg = method_config(ctx, method, run_dir)
+    start = time.perf_counter()
+    _prepare(ctx, cfg)
     history = simulate(cfg)
     scales = feature_scale(cfg.scenario)
     last_round = cfg.federation.rounds
@@ -208,6 +224,8 @@ def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
         "run_dir": str(run_dir),
         "bytes_up_total": int(sum(r.get("bytes_up", 0) for r in history)),
     }
+    if needs_teacher(cfg):
+        info["note"] = teacher_note(cfg)
     personal = cfg.strategy.name in ("feddistill", "fedmeta2ag")
     return Trained(method, policies, history, info, client_policy if personal else None, cfg)
 
@@ -245,12 +263,20 @@ def _info(start: float, net: torch.nn.Module, used: dict[str, int]) -> dict[str,
 
 
 def train_centralized(ctx: StudyContext) -> Trained:
-    fed = ctx.fed
+    """The upper bound: the student on every client's data, pooled, with the federation's
+    steps and, when KECO's clients distil from the public teacher, the same soft labels."""
+    fed = dataclasses.replace(ctx.fed, run_dir=str(ctx.run_dir / "runs" / "centralized"))
     start = time.perf_counter()
+    teacher = None
+    if needs_teacher(fed):
+        _prepare(ctx, dataclasses.replace(fed, he=load_he("off")))  # the teacher, no keys
+        teacher = load_teacher(Path(fed.run_dir) / TEACHER_FILE, fed.teacher, fed.scenario)
     seed_everything(fed.seed)
     net = build_for_scenario(fed.student, fed.scenario)
-    used = train_on_schedule(fed, net, _profiles(ctx))
+    used = train_on_schedule(fed, net, _profiles(ctx), teacher)
     info = _info(start, net, used)
+    if teacher is not None:
+        info["note"] = f"its soft labels as KECO's clients get them {teacher_note(fed)}"
     return Trained("centralized", [NetPolicy(net, *ctx.scales(), "centralized")], info=info)
 
 

@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import matplotlib
@@ -351,6 +352,42 @@ def _summary_line(policies: dict[str, dict], highlight: str | None) -> str | Non
     return f"**Summary:** `{highlight}` (QoE {own:.2f}) {verdict}."
 
 
+PLAIN_BYTES_PER_VALUE = 4
+"""Plaintext float32 (FedAvg's wire format): the reference for bytes per value."""
+
+
+def communication_lines(rounds: Sequence[dict]) -> list[str]:
+    """Mean bytes per client per round up and down, and per uploaded value, next to plaintext
+    float32; empty when the rounds do not record them."""
+    rows = [
+        r for r in rounds
+        if _number(r.get("bytes_up")) and _number(r.get("clients_replied"))
+        and _number(r.get("values_up"))
+    ]  # fmt: skip
+    if not rows:
+        return []
+    clients = [r["clients_replied"] for r in rows]
+    up = fmean([r["bytes_up"] / c for r, c in zip(rows, clients, strict=True)])
+    down = fmean([r.get("bytes_down", 0) / r.get("clients_train", c) for r, c in
+                    zip(rows, clients, strict=True)])  # fmt: skip
+    per_value = fmean([r["bytes_up"] / r["values_up"] for r in rows])
+    values = fmean([r["values_up"] / c for r, c in zip(rows, clients, strict=True)])
+    plain = values * PLAIN_BYTES_PER_VALUE
+    return [
+        "## Communication", "",
+        *_markdown_table(
+            ["per client per round", "this run", "plaintext float32"],
+            [
+                ["uploaded values", f"{values:,.0f}", f"{values:,.0f}"],
+                ["bytes up", f"{up:,.0f}", f"{plain:,.0f}"],
+                ["bytes down", f"{down:,.0f}", "–"],
+                ["bytes per uploaded value", f"{per_value:.2f}", f"{PLAIN_BYTES_PER_VALUE}"],
+            ],
+        ),
+        "",
+    ]  # fmt: skip
+
+
 def write_report(run_dir: Path, results: dict, title: str = "KECO run report") -> Path:
     """Write ``report.md`` and its PNG figures into ``run_dir`` and return the report's path."""
     run_dir = Path(run_dir)
@@ -374,6 +411,7 @@ def write_report(run_dir: Path, results: dict, title: str = "KECO run report") -
             lines += ["![Evaluation QoE, drop ratio and client sets per round](rounds_qoe.png)", ""]
         if "rounds_bytes.png" in figures:
             lines += ["![Bytes up and down per round](rounds_bytes.png)", ""]
+        lines += communication_lines(rounds)
 
     if policies:
         lines += ["## Policies", ""]

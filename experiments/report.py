@@ -734,7 +734,7 @@ def _difference_table(report: StudyReport, methods: Sequence[str]) -> list[str]:
     chosen = [r for r in with_diff if r["metric"] == metric]
     if not chosen:
         return []
-    reference = next(r["method"] for r in rows if r["metric"] == metric and r["diff"] is None)
+    reference = spec["reference"] or "greedy"
     shown = [m for m in methods if any(r["method"] == m for r in chosen)]
     index = {(r["facet"], r["x"], r["method"]): r for r in chosen}
     decimals = table_decimals(abs(r["diff"]) for r in chosen)

@@ -63,13 +63,17 @@ class DeadlineFedAvg(FedAvg):
         self.uplink_mbps = uplink_mbps
 
     def deadline_metrics(self, used: list[Message], dropped: list[Message]) -> dict[str, float]:
-        """``set_x`` (updates used), ``set_late`` (late updates dropped), ``sim_seconds``."""
+        """``set_x`` (updates used), ``set_late`` (late updates dropped), ``sim_seconds``,
+        ``values_up`` (the values the updates carry)."""
         ok = [m for m in used if not m.has_error()]
         timed = [(_metric(m, COMPUTE_KEY), reply_nbytes(m)) for m in ok]
+        values = sum(a.numpy().size for m in ok for r in m.content.array_records.values()
+                     for a in r.values())  # fmt: skip
         return {
             "set_x": len(ok),
             "set_late": len(dropped),
             "sim_seconds": round_seconds(timed, len(dropped), self.deadline_s, self.uplink_mbps),
+            "values_up": values,
         }
 
     def aggregate_train(

@@ -20,7 +20,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.crypto import PUBLIC_CONTEXT_FILE, make_backend
 from common.distill import schedule_value
-from common.fed import canonical, distill_global, initial_weights, knowledge_shape
+from common.fed import distill_global, initial_weights, knowledge_shape
 from common.protocol import (
     SUMMED_METRICS,
     GlobalSums,
@@ -88,14 +88,15 @@ def build_strategy(cfg: FederatedRunConfig):
 
         def hook(sums: GlobalSums, server_round: int) -> GlobalSums:
             w, g = read_global(backend, sums, len(w0), g0.shape[1], g0.shape[0])
-            w = distill_global(cfg, canonical(w), canonical(g), server_round)
-            return initial_sums(backend, w, g)  # Δ is folded into g: one term, total s
+            w = distill_global(cfg, w, g, server_round)
+            # Δ is folded into g: one term, total s
+            return initial_sums(backend, w, g, st.local.buffer_size)
 
     strategy = Keco(
         backend, len(w0), g0.shape[1], g0.shape[0],
         delta=lambda r: schedule_value(st.delta, r - 1), temperature=st.temperature,
         deadline_s=deadline, correction=st.correction, min_replies=fed.min_replies,
-        after_aggregate=hook, **common,
+        after_aggregate=hook, max_examples=st.local.buffer_size, **common,
     )  # fmt: skip
     arrays = ArrayRecord({k: Array(v) for k, v in initial_arrays(w0, g0).items()})
     return strategy, arrays
@@ -105,7 +106,7 @@ def _row(server_round: int, train: dict[str, Any], evaluate: dict[str, Any]) -> 
     row: dict[str, Any] = {"train_loss": train.get("train_loss")}
     for key in (
         "set_x", "set_u", "set_v", "set_late", "rejected", "failed", "train_accuracy",
-        "edge_servers", "delta_formed", "sim_seconds", *SUMMED_METRICS,
+        "edge_servers", "delta_formed", "sim_seconds", "values_up", *SUMMED_METRICS,
     ):  # fmt: skip
         if key in train:
             row[key] = train[key]

@@ -119,6 +119,9 @@ class Keco(Strategy):
     after_aggregate
         ``(sums, round) -> sums`` applied to the new global state (plaintext only: the
         server-side distillation of KECO's steps 5–6).
+    max_examples
+        The largest weight n_i of the run (the clients' buffer size); the round-1 state is
+        weighted by the largest power of two below it.
     """
 
     # pylint: disable=too-many-arguments,too-many-instance-attributes
@@ -141,6 +144,7 @@ class Keco(Strategy):
         min_available_nodes: int = 2,
         uplink_mbps: float = 20.0,
         after_aggregate: Callable[[GlobalSums, int], GlobalSums] | None = None,
+        max_examples: int = 2**20,
     ) -> None:
         if backend.scheme != "plain" and backend.can_decrypt:
             raise CryptoError(
@@ -171,6 +175,7 @@ class Keco(Strategy):
         self.min_available_nodes = min_available_nodes
         self.uplink_mbps = uplink_mbps
         self.after_aggregate = after_aggregate
+        self.max_examples = max_examples
         self.global_sums: GlobalSums | None = None
         """The latest global state (also returned to ``start`` as an ArrayRecord)."""
         self._bytes_down: dict[int, int] = {}
@@ -209,7 +214,8 @@ class Keco(Strategy):
         ``set_v``, ``rejected`` (invalid replies), ``failed`` (error replies),
         ``ignored_late`` (correction off), ``total_x/u/v`` (Σ n_i), ``bytes_up`` (ciphertext
         bytes received), ``bytes_down`` (ciphertext bytes sent), ``aggregate_ms``,
-        ``delta_formed`` (1 when both late sets were there, so clients form Δ) and
+        ``delta_formed`` (1 when both late sets were there, so clients form Δ), ``values_up``
+        (plaintext values the used uploads carry) and
         ``sim_seconds`` (slowest used client's compute plus upload time). Raises
         :class:`RoundFailedError` when fewer than ``min_replies`` usable replies remain or none
         is on time.
@@ -220,6 +226,7 @@ class Keco(Strategy):
         rejected: list[tuple[int, str]] = []
         failed = ignored = bytes_up = 0
         timed: list[tuple[float, int]] = []  # (compute seconds, upload bytes) of used replies
+        values_up = 0  # plaintext values the used uploads carry
         key_weight: dict[str, float] = {}
         weighted: dict[str, float] = {}
         for msg in replies:
@@ -244,6 +251,7 @@ class Keco(Strategy):
                 continue
             sums[upload.role].add(loaded)
             timed.append((client_metrics.get(COMPUTE_KEY, 0.0), upload.payload.nbytes))
+            values_up += upload.payload.length
             totals[upload.role] += upload.num_examples
             for key, value in client_metrics.items():
                 w = 1.0 if key in SUMMED_METRICS else upload.num_examples
@@ -289,6 +297,7 @@ class Keco(Strategy):
                 "bytes_down": self._bytes_down.get(server_round, 0),
                 "aggregate_ms": 1e3 * (time.perf_counter() - start),
                 "delta_formed": float(delta_formed),
+                "values_up": values_up,
                 "sim_seconds": round_seconds(timed, 0, math.inf, self.uplink_mbps),
             }
         )
@@ -375,7 +384,7 @@ class Keco(Strategy):
                 )
             # The initial model is public; encrypting it with the public key keeps one read
             # path on the clients (every round: decrypt, divide by the total).
-            sums = initial_sums(self.backend, model, soft_labels)
+            sums = initial_sums(self.backend, model, soft_labels, self.max_examples)
         else:
             raise ValueError(
                 f"the ArrayRecord holds {sorted(arrays.keys())}; give the initial arrays as "

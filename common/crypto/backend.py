@@ -1,8 +1,10 @@
 """The backend interface shared by strategy and clients, its add-only sum, the plaintext backend.
 
 A backend turns a flat float vector into an :class:`EncryptedVector` and back, and checks and
-adds received payloads. ``CKKSBackend`` (``ckks.py``) encrypts; ``PlainBackend`` only encodes,
-so that turning HE off keeps exactly one code path in the strategy and the client.
+adds received payloads. Values travel as fixed-point integers (multiples of
+``2^-he.fraction_bits``), so sums are exact: ``CKKSBackend`` (``ckks.py``) encrypts them and
+recovers the exact integer sum by rounding; ``PlainBackend`` adds the same integers in int64.
+Turning HE off keeps one code path and the same numbers.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def params_hash(cfg: HEConfig) -> str:
             "poly_modulus_degree": cfg.poly_modulus_degree,
             "coeff_mod_bit_sizes": list(cfg.coeff_mod_bit_sizes),
             "global_scale_bits": cfg.global_scale_bits,
+            "fraction_bits": cfg.fraction_bits,
         }
     else:
-        fields = {"scheme": "plain", "slots": cfg.slots}
+        fields = {"scheme": "plain", "slots": cfg.slots, "fraction_bits": cfg.fraction_bits}
     blob = json.dumps(fields, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -47,17 +50,25 @@ class LoadedVector:
 
     length: int
     chunks: list[Any]
+    encryption: str
+    """How the chunks were encrypted (:attr:`EncryptedVector.encryption`)."""
 
 
 class Backend(ABC):
     """Encrypt/encode, decrypt/decode, validate and add flat vectors in N/2-value chunks."""
 
     scheme: str
+    packing: str
+    """How values are laid out in a chunk (recorded in every payload)."""
 
-    def __init__(self, slots: int, params_hash: str, key_id: str) -> None:
-        self.slots = slots
+    def __init__(self, cfg: HEConfig, params_hash: str, key_id: str) -> None:
+        self.slots = cfg.slots
         self.params_hash = params_hash
         self.key_id = key_id
+        self.fraction_bits = cfg.fraction_bits
+        self.quantum = 2.0**-cfg.fraction_bits
+        """Fixed-point step of the encrypted values."""
+        self.value_bound = cfg.value_bound
 
     # ---- what a subclass provides -------------------------------------------------------
     @property
@@ -66,15 +77,17 @@ class Backend(ABC):
         """Whether this party holds what decryption needs (the secret key for CKKS)."""
 
     @property
-    def max_abs_value(self) -> float:
-        """Largest magnitude :meth:`encrypt` accepts (CKKS leaves headroom for sums)."""
-        return float("inf")
+    @abstractmethod
+    def encryption(self) -> str:
+        """The tag of what :meth:`encrypt` produces (e.g. ``seeded`` uploads)."""
 
     @abstractmethod
-    def _encrypt_chunk(self, values: np.ndarray) -> Any: ...
+    def _encrypt_chunk(self, values: np.ndarray) -> bytes:
+        """Serialised encryption of at most ``slots`` integer-valued float64 values."""
 
     @abstractmethod
-    def _decrypt_chunk(self, chunk: Any) -> np.ndarray: ...
+    def _decrypt_chunk(self, chunk: Any, n_values: int) -> np.ndarray:
+        """The first ``n_values`` decrypted values (integers up to noise)."""
 
     @abstractmethod
     def _deserialize_chunk(self, data: bytes) -> Any: ...
@@ -91,25 +104,33 @@ class Backend(ABC):
         """``acc + other``, in place when the backend can (the only operation on ciphertexts)."""
 
     # ---- shared logic -------------------------------------------------------------------
-    def encrypt(self, values: np.ndarray) -> EncryptedVector:
-        """Encrypt (or encode) a flat vector into ``ceil(len / slots)`` serialised chunks."""
+    def encrypt(self, values: np.ndarray, bound: float | None = None) -> EncryptedVector:
+        """Encrypt (or encode) a flat vector, rounded to the fixed-point grid, into
+        ``ceil(len / slots)`` serialised chunks. ``bound``: the largest |value| allowed (the
+        run's ``value_bound`` times the weight n_i the values carry); larger ones are refused
+        so that no sum can wrap around the modulus."""
         flat = as_flat(values)
         peak = float(np.max(np.abs(flat)))
-        if peak > self.max_abs_value:
+        if bound is not None and peak > bound:
             raise CryptoError(
-                f"a value of magnitude {peak:.3g} exceeds {self.max_abs_value:.3g}, the largest "
-                f"this HE parameter set encrypts while leaving headroom for sums; scale the "
-                f"weights n_i down or raise he.coeff_mod_bit_sizes / lower he.global_scale_bits"
+                f"a value of magnitude {peak:.4g} exceeds {bound:.4g} (he.value_bound = "
+                f"{self.value_bound:g} times the upload's weight): the sums could wrap around; "
+                f"raise he.value_bound if such values are expected"
             )
-        chunks = tuple(
-            self._serialize_chunk(self._encrypt_chunk(c)) for c in split_chunks(flat, self.slots)
-        )
-        return EncryptedVector.build(self.scheme, self.params_hash, self.key_id, flat.size, chunks)
+        integers = np.rint(flat / self.quantum)
+        chunks = tuple(self._encrypt_chunk(c) for c in split_chunks(integers, self.slots))
+        return EncryptedVector.build(
+            self.scheme, self.params_hash, self.key_id, flat.size, chunks,
+            self.packing, self.encryption,
+        )  # fmt: skip
 
     def decrypt(self, payload: EncryptedVector) -> np.ndarray:
-        """Decrypt (or decode) a payload of this run into a float64 vector of its length."""
+        """Decrypt (or decode) a payload of this run into a float64 vector of its length: the
+        exact integer sums (decryption noise rounded away) times the fixed-point step."""
         loaded = self.load(payload, payload.length)
-        return join_chunks([self._decrypt_chunk(c) for c in loaded.chunks], payload.length)
+        sizes = chunk_sizes(payload.length, self.slots)
+        parts = [self._decrypt_chunk(c, n) for c, n in zip(loaded.chunks, sizes, strict=True)]
+        return np.rint(join_chunks(parts, payload.length)) * self.quantum
 
     def load(self, payload: EncryptedVector, length: int) -> LoadedVector:
         """Validate a received payload against this run and ``length``; deserialise its chunks.
@@ -120,6 +141,10 @@ class Backend(ABC):
         if payload.scheme != self.scheme:
             raise PayloadError(
                 f"scheme {payload.scheme!r} does not match the run's {self.scheme!r}"
+            )
+        if payload.packing != self.packing:
+            raise PayloadError(
+                f"packing {payload.packing!r} does not match the run's {self.packing!r}"
             )
         if payload.params_hash != self.params_hash:
             raise PayloadError(
@@ -156,14 +181,15 @@ class Backend(ABC):
             if reason is not None:
                 raise PayloadError(f"chunk {k} {reason}")
             chunks.append(chunk)
-        return LoadedVector(length, chunks)
+        return LoadedVector(length, chunks, payload.encryption)
 
     def dump(self, loaded: LoadedVector) -> EncryptedVector:
         """Serialise a loaded (e.g. summed) vector back to a payload."""
         chunks = tuple(self._serialize_chunk(c) for c in loaded.chunks)
         return EncryptedVector.build(
-            self.scheme, self.params_hash, self.key_id, loaded.length, chunks
-        )
+            self.scheme, self.params_hash, self.key_id, loaded.length, chunks, self.packing,
+            loaded.encryption,
+        )  # fmt: skip
 
     def new_sum(self, length: int) -> EncryptedSum:
         """An empty add-only sum of payloads of ``length`` values."""
@@ -171,65 +197,87 @@ class Backend(ABC):
 
 
 class EncryptedSum:
-    """Add-only running sum of loaded payloads; the server's only ciphertext operation."""
+    """Add-only running sum of loaded payloads; the server's only ciphertext operation.
+
+    Every payload of one sum must have been encrypted the same way (the first one's tag): a
+    mix is refused, so a sum never combines, say, seeded uploads with something else."""
 
     def __init__(self, backend: Backend, length: int) -> None:
         self.backend = backend
         self.length = length
         self.count = 0
         self._acc: list[Any] | None = None
+        self._encryption: str | None = None
 
     def add(self, loaded: LoadedVector) -> None:
         """Add a validated payload; the sum takes ownership of its chunks (added in place)."""
         if loaded.length != self.length:
             raise ValueError(f"cannot add length {loaded.length} to a sum of length {self.length}")
+        if self._encryption is not None and loaded.encryption != self._encryption:
+            raise PayloadError(
+                f"encrypted {loaded.encryption!r} where this sum holds {self._encryption!r} "
+                f"uploads; a sum does not mix encryptions"
+            )
         if self._acc is None:
             self._acc = list(loaded.chunks)
         else:
             self._acc = [
                 self.backend._add_into(a, c) for a, c in zip(self._acc, loaded.chunks, strict=True)
             ]
+        self._encryption = loaded.encryption
         self.count += 1
 
     def result(self) -> EncryptedVector | None:
-        """The serialised sum, or ``None`` when nothing was added."""
+        """The serialised sum (tagged ``sum``), or ``None`` when nothing was added."""
         if self._acc is None:
             return None
-        return self.backend.dump(LoadedVector(self.length, self._acc))
+        return self.backend.dump(LoadedVector(self.length, self._acc, SUM_ENCRYPTION))
+
+
+PLAIN_LIMIT = 2**52
+"""Largest fixed-point integer a plaintext upload may hold: float64 represents every integer
+below it exactly, as the CKKS decoding does; anything larger is a malformed upload."""
+SUM_ENCRYPTION = "sum"
+"""Tag of a payload that is a sum of uploads (what the server sends)."""
 
 
 class PlainBackend(Backend):
-    """Plaintext float64 chunks behind the backend interface (``he=off``)."""
+    """Plaintext int64 chunks of the same fixed-point integers (``he=off``): exact sums."""
 
     scheme = "plain"
+    packing = "int64"
 
     def __init__(self, cfg: HEConfig) -> None:
-        super().__init__(cfg.slots, params_hash(cfg), key_id="none")
+        super().__init__(cfg, params_hash(cfg), key_id="none")
 
     @property
     def can_decrypt(self) -> bool:
         return True
 
-    def _encrypt_chunk(self, values: np.ndarray) -> np.ndarray:
-        return values
+    @property
+    def encryption(self) -> str:
+        return "none"
 
-    def _decrypt_chunk(self, chunk: np.ndarray) -> np.ndarray:
-        return chunk
+    def _encrypt_chunk(self, values: np.ndarray) -> bytes:
+        return np.ascontiguousarray(values, dtype="<i8").tobytes()
+
+    def _decrypt_chunk(self, chunk: np.ndarray, n_values: int) -> np.ndarray:
+        return chunk.astype(np.float64)
 
     def _deserialize_chunk(self, data: bytes) -> np.ndarray:
         if len(data) % 8:
-            raise ValueError(f"{len(data)} bytes is not a whole number of float64 values")
+            raise ValueError(f"{len(data)} bytes is not a whole number of int64 values")
         # A copy: frombuffer views are read-only and the sum adds in place.
-        return np.frombuffer(data, dtype="<f8").copy()
+        return np.frombuffer(data, dtype="<i8").copy()
 
     def _serialize_chunk(self, chunk: np.ndarray) -> bytes:
-        return np.ascontiguousarray(chunk, dtype="<f8").tobytes()
+        return np.ascontiguousarray(chunk, dtype="<i8").tobytes()
 
     def _check_chunk(self, chunk: np.ndarray, n_values: int) -> str | None:
         if chunk.size != n_values:
             return f"holds {chunk.size} values, expected {n_values}"
-        if not np.all(np.isfinite(chunk)):
-            return "has non-finite values (NaN or inf)"
+        if chunk.size and np.abs(chunk).max() >= PLAIN_LIMIT:
+            return "holds integers of magnitude 2^52 or more (a sum could overflow)"
         return None
 
     def _add_into(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:

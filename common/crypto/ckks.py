@@ -1,20 +1,36 @@
-"""CKKS through TenSEAL: contexts, key files and the CKKS backend (the only TenSEAL import)."""
+"""CKKS for an add-only protocol: contexts, key files and the CKKS backend (TenSEAL's SEAL API).
+
+Values arrive as fixed-point integers (:class:`common.crypto.backend.Backend` rounds them) and
+are packed two per complex slot, so a ciphertext of ring dimension N carries N values. Clients
+hold the secret key, so their uploads are encrypted *symmetrically* and serialised with SEAL's
+seed in place of the second polynomial: half the bytes of a public-key ciphertext. The server
+adds ciphertexts at the single data level with the public context only; a client decrypts a
+sum and rounds it to the exact integer sum (the noise stays far below 1/2, see
+:meth:`common.config.HEConfig.check_run`).
+
+TenSEAL is imported here (and in ``keygen``) only. Its context files hold the keys; its SEAL API
+(``tenseal.sealapi``) does the encoding, the seeded encryption and the additions, which the
+high-level ``CKKSVector`` cannot (it neither packs two reals per slot nor keeps the seed).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import tenseal as ts
+import tenseal.sealapi as seal
 
 from common.config import HEConfig
 from common.crypto.backend import Backend, params_hash
 from common.crypto.payload import CryptoError
 
-SUM_HEADROOM_BITS = 10
-"""Bits of the plaintext range kept free by :meth:`CKKSBackend.encrypt` so that a sum of up to
-2**10 = 1,024 uploads at the largest accepted magnitude cannot wrap around the modulus."""
+SEEDED, PUBLIC = "seeded", "public"
+"""Encryption tags of a ciphertext: a client's symmetric upload (serialised with its seed) and
+a public-key encryption (the server's round-1 state); sums are tagged ``sum``."""
 
 
 def build_context(cfg: HEConfig) -> ts.Context:
@@ -74,15 +90,48 @@ def load_context(path: str | Path) -> ts.Context:
         raise CryptoError(f"{path} is not a TenSEAL context ({err})") from err
 
 
+class _Scratch:
+    """SEAL's Python API saves and loads through file paths: one private scratch directory
+    (in memory under /dev/shm when it exists) per backend."""
+
+    def __init__(self) -> None:
+        shm = Path("/dev/shm")
+        self.dir = tempfile.mkdtemp(prefix="keco-ckks-", dir=shm if shm.is_dir() else None)
+
+    def path(self) -> str:
+        fd, path = tempfile.mkstemp(dir=self.dir)
+        os.close(fd)
+        return path
+
+    def save(self, obj) -> bytes:
+        path = self.path()
+        try:
+            obj.save(path)
+            return Path(path).read_bytes()
+        finally:
+            os.unlink(path)
+
+    def load(self, context: seal.SEALContext, data: bytes) -> seal.Ciphertext:
+        path = self.path()
+        try:
+            Path(path).write_bytes(data)
+            ct = seal.Ciphertext()
+            ct.load(context, path)  # SEAL checks the header and that the data fit the context
+            return ct
+        finally:
+            os.unlink(path)
+
+
 class CKKSBackend(Backend):
-    """CKKS vectors of N/2 slots; adds in place; decrypts only with the secret key."""
+    """Fixed-point integers, two per complex slot; seeded symmetric uploads; add-only sums."""
 
     scheme = "ckks"
+    packing = "complex"  # two reals per complex slot
 
     def __init__(self, context: ts.Context, cfg: HEConfig) -> None:
         cfg.validate()
-        seal = context.seal_context().data
-        degree = seal.key_context_data().parms().poly_modulus_degree()
+        sctx = context.seal_context().data
+        degree = sctx.key_context_data().parms().poly_modulus_degree()
         if degree != cfg.poly_modulus_degree:
             raise CryptoError(
                 f"the HE context has poly_modulus_degree={degree} but he config "
@@ -96,13 +145,21 @@ class CKKSBackend(Backend):
             )
         if not context.has_public_key():
             raise CryptoError("the HE context has no public key; regenerate the keys")
-        super().__init__(cfg.slots, params_hash(cfg), key_id(context))
+        super().__init__(cfg, params_hash(cfg), key_id(context))
         self.context = context
+        self._seal = sctx
         self._scale = 2.0**cfg.global_scale_bits
-        self._fresh_parms_id = seal.first_parms_id()
-        data_bits = sum(cfg.coeff_mod_bit_sizes[:-1])
-        # Decryption is exact while |value|·scale < q/2 with q the product of the data primes.
-        self._max_abs = 2.0 ** (data_bits - cfg.global_scale_bits - 1 - SUM_HEADROOM_BITS)
+        self._data_level = sctx.first_parms_id()
+        self._encoder = seal.CKKSEncoder(sctx)
+        self._evaluator = seal.Evaluator(sctx)
+        self._scratch = _Scratch()
+        self._private = bool(context.is_private())
+        if self._private:
+            secret = context.secret_key().data
+            self._encryptor = seal.Encryptor(sctx, secret)  # symmetric: seeded uploads
+            self._decryptor = seal.Decryptor(sctx, secret)
+        else:
+            self._encryptor = seal.Encryptor(sctx, context.public_key().data)
 
     @classmethod
     def from_file(cls, path: str | Path, cfg: HEConfig) -> CKKSBackend:
@@ -111,44 +168,55 @@ class CKKSBackend(Backend):
 
     @property
     def can_decrypt(self) -> bool:
-        return bool(self.context.is_private())
+        return self._private
 
     @property
-    def max_abs_value(self) -> float:
-        return self._max_abs
+    def encryption(self) -> str:
+        return SEEDED if self._private else PUBLIC
 
-    def _encrypt_chunk(self, values: np.ndarray) -> ts.CKKSVector:
-        return ts.ckks_vector(self.context, values.tolist())
+    def _encrypt_chunk(self, values: np.ndarray) -> bytes:
+        padded = np.zeros(self.slots, dtype=np.float64)
+        padded[: values.size] = values
+        plain = seal.Plaintext()
+        self._encoder.encode((padded[0::2] + 1j * padded[1::2]).tolist(), self._scale, plain)
+        if self._private:  # Serializable<Ciphertext>: saved with the seed of its random part
+            return self._scratch.save(self._encryptor.encrypt_symmetric(plain))
+        ct = seal.Ciphertext()
+        self._encryptor.encrypt(plain, ct)
+        return self._scratch.save(ct)
 
-    def _decrypt_chunk(self, chunk: ts.CKKSVector) -> np.ndarray:
-        try:
-            return np.asarray(chunk.decrypt(), dtype=np.float64)
-        except ValueError as err:
+    def _decrypt_chunk(self, chunk: seal.Ciphertext, n_values: int) -> np.ndarray:
+        if not self._private:
             raise CryptoError(
                 "this HE context holds no secret key (it is the server's public.ctx); only "
                 "clients with secret.ctx decrypt, and decryptions never go to the server"
-            ) from err
+            )
+        plain = seal.Plaintext()
+        self._decryptor.decrypt(chunk, plain)
+        slots = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
+        values = np.empty(self.slots, dtype=np.float64)
+        values[0::2], values[1::2] = slots.real, slots.imag
+        return values[:n_values]
 
-    def _deserialize_chunk(self, data: bytes) -> ts.CKKSVector:
-        return ts.ckks_vector_from(self.context, data)
+    def _deserialize_chunk(self, data: bytes) -> seal.Ciphertext:
+        return self._scratch.load(self._seal, data)
 
-    def _serialize_chunk(self, chunk: ts.CKKSVector) -> bytes:
-        return chunk.serialize()
+    def _serialize_chunk(self, chunk: seal.Ciphertext) -> bytes:
+        return self._scratch.save(chunk)
 
-    def _check_chunk(self, chunk: ts.CKKSVector, n_values: int) -> str | None:
-        if chunk.size() != n_values:
-            return f"holds {chunk.size()} values, expected {n_values}"
-        (ct,) = chunk.ciphertext()
-        # A fresh upload sits at the top level with the run's scale and two polynomials; anything
-        # else (rescaled, multiplied, mod-switched) cannot be added to the others.
-        if ct.scale != self._scale:
-            return f"has scale {ct.scale:g}, expected {self._scale:g}"
-        if ct.parms_id() != self._fresh_parms_id:
-            return "is not at the fresh-encryption modulus level"
-        if ct.size() != 2:
-            return f"has {ct.size()} polynomials, expected 2 (a fresh ciphertext)"
+    def _check_chunk(self, chunk: seal.Ciphertext, n_values: int) -> str | None:
+        # Every upload sits at the data level with the run's scale and two polynomials in NTT
+        # form; anything else (another level, multiplied, another scale) cannot be added.
+        if chunk.parms_id() != self._data_level:
+            return "is not at the run's data level (another modulus chain or level)"
+        if chunk.scale != self._scale:
+            return f"has scale {chunk.scale:g}, expected {self._scale:g}"
+        if chunk.size() != 2:
+            return f"has {chunk.size()} polynomials, expected 2"
+        if not chunk.is_ntt_form():
+            return "is not in NTT form"
         return None
 
-    def _add_into(self, acc: ts.CKKSVector, other: ts.CKKSVector) -> ts.CKKSVector:
-        acc += other
+    def _add_into(self, acc: seal.Ciphertext, other: seal.Ciphertext) -> seal.Ciphertext:
+        self._evaluator.add_inplace(acc, other)
         return acc

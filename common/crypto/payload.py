@@ -16,7 +16,10 @@ class PayloadError(ValueError):
     """A received payload is unusable; the message is the reason, written for the log."""
 
 
-FIELDS = ("scheme", "params-hash", "key-id", "length", "n-chunks", "chunks", "digests")
+FIELDS = (
+    "scheme", "params-hash", "key-id", "length", "n-chunks", "chunks", "digests", "packing",
+    "encryption",
+)  # fmt: skip
 """Keys of a payload record (:meth:`EncryptedVector.to_dict`)."""
 
 
@@ -43,14 +46,29 @@ class EncryptedVector:
     chunks: tuple[bytes, ...]
     digests: tuple[str, ...]
     """CRC-32 of each chunk, hex."""
+    packing: str
+    """How values sit in a chunk: ``complex`` (CKKS, two reals per complex slot) or ``int64``."""
+    encryption: str
+    """``seeded`` (a client's symmetric upload), ``public`` (public-key), ``sum`` (a sum of
+    uploads) or ``none`` (plaintext)."""
 
     @classmethod
     def build(
-        cls, scheme: str, params_hash: str, key_id: str, length: int, chunks: Sequence[bytes]
+        cls,
+        scheme: str,
+        params_hash: str,
+        key_id: str,
+        length: int,
+        chunks: Sequence[bytes],
+        packing: str,
+        encryption: str,
     ) -> EncryptedVector:
         """A payload with the digests of ``chunks`` computed."""
         chunks = tuple(chunks)
-        return cls(scheme, params_hash, key_id, length, chunks, tuple(map(digest, chunks)))
+        return cls(
+            scheme, params_hash, key_id, length, chunks, tuple(map(digest, chunks)), packing,
+            encryption,
+        )  # fmt: skip
 
     @property
     def nbytes(self) -> int:
@@ -67,6 +85,8 @@ class EncryptedVector:
             "n-chunks": len(self.chunks),
             "chunks": list(self.chunks),
             "digests": list(self.digests),
+            "packing": self.packing,
+            "encryption": self.encryption,
         }
 
     @classmethod
@@ -93,7 +113,7 @@ class EncryptedVector:
             digests = [digests]
         if not isinstance(digests, (list, tuple)) or len(digests) != len(chunks):
             raise PayloadError(f"payload carries {len(chunks)} chunks but digests {digests!r}")
-        for k in ("scheme", "params-hash", "key-id"):
+        for k in ("scheme", "params-hash", "key-id", "packing", "encryption"):
             if not isinstance(raw[k], str):
                 raise PayloadError(f"payload field {k!r} must be a string, got {raw[k]!r}")
         return cls(
@@ -103,6 +123,8 @@ class EncryptedVector:
             length=length,
             chunks=tuple(chunks),
             digests=tuple(digests),
+            packing=raw["packing"],
+            encryption=raw["encryption"],
         )
 
 

@@ -5,10 +5,13 @@ episodes on its own devices (the data schedule: each episode at one of the train
 behaviour policy following the oracle with a probability β_t that decays over rounds, the
 student otherwise, plus a little exploration); labels every task with the oracle's predicted
 cost of every action and appends it to a bounded buffer (incremental learning); computes its
-per-class mean logits ``G^i`` with the teacher (or the student); decides with the compute-time
-model whether it meets the round's deadline; and, if so, trains the student on the buffer with
-the KECO loss ``δ·CE(q) + (1−δ)·T²·KL(G_t[label] ‖ student)``, where ``q`` are the oracle's
-cost-aware targets, each minibatch under a random relabelling of the edge nodes.
+knowledge ``G^i`` with the teacher (or the student): its logits on the shared proxy set
+(:mod:`common.fed.proxy`), or, the ablation, its per-class mean logits; decides with the
+compute-time model whether it meets the round's deadline; and, if so, trains the student on the
+buffer with the KECO loss ``δ·CE(q) + w·KL(G_t ‖ student)`` (``q`` the oracle's cost-aware
+targets; the soft term on proxy states against their rows of ``G_t``, or on the buffer against
+``G_t[label]``; ``w = min((1−δ)·T², soft_cap·δ)``; none in round 1, before any ``G`` exists),
+each minibatch under a random relabelling of the edge nodes.
 
 Late clients (set y) upload logits only: fresh ones (set v) when producing the logits fits the
 deadline, otherwise the stale ones of their last round (set u).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,26 +60,6 @@ from common.models import (
 from common.training import fit, permute_edges_batch
 
 ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH = "x", "u", "v"
-
-GRID_BITS = 14
-"""Decrypted global values are mapped to cells of width 2^-14 (see :func:`canonical`)."""
-GRID_PHASE = 0.3183098861837907
-"""Offset (1/π) of the cell boundaries: not a dyadic or decimal fraction (see below)."""
-
-
-def canonical(values: np.ndarray) -> np.ndarray:
-    """Map decrypted global values to the centres of cells of width 2^-14.
-
-    CKKS decryption adds ~1e-13 of noise after the division by Σ n_i, and float32 training
-    amplifies any difference in the starting weights, so without this an encrypted and a
-    plaintext run drift apart round after round. The cells are far wider than the noise and far
-    narrower than anything learning notices (Adam steps are ~1e-3), so both modes give clients
-    the same bits. The boundaries sit at ``(m − 1/π)·2^-14``, not at dyadic points: weighted
-    means of float32 weights with equal n_i are short dyadic/decimal fractions that plain
-    rounding boundaries (``(m + ½)·2^-14``) can hit exactly, where noise would decide the side.
-    """
-    scaled = np.asarray(values, dtype=np.float64) * 2.0**GRID_BITS
-    return (np.floor(scaled + GRID_PHASE) + 0.5 - GRID_PHASE) / 2.0**GRID_BITS
 
 
 def knowledge_shape(cfg: FederatedRunConfig) -> tuple[int, int]:
@@ -134,6 +118,8 @@ class LocalState:
     label: np.ndarray
     costs: np.ndarray
     """[n, M + 1] the oracle's predicted cost of every action (the targets come from it)."""
+    logits: np.ndarray | None = None
+    """[n, M + 1] the frozen teacher's logits of each row (NaN: not computed yet), a cache."""
     stale_table: np.ndarray | None = None
     stale_n: int = 0
     stale_round: int = 0
@@ -154,9 +140,14 @@ class LocalState:
         self.history = np.concatenate([self.history, data.history])[-cap:]
         self.label = np.concatenate([self.label, data.label])[-cap:]
         self.costs = np.concatenate([self.costs, data.costs])[-cap:]
+        if self.logits is not None:
+            fresh = np.full((len(data.label), self.logits.shape[1]), np.nan, np.float32)
+            self.logits = np.concatenate([self.logits, fresh])[-cap:]
 
     def save(self, path: str | Path) -> None:
         extra = {}
+        if self.logits is not None:
+            extra["logits"] = self.logits
         if self.stale_table is not None:
             extra["stale_table"] = self.stale_table
         if self.model is not None:
@@ -176,6 +167,7 @@ class LocalState:
         with np.load(path) as z:
             return cls(
                 z["features"], z["history"], z["label"], z["costs"],
+                z["logits"] if "logits" in z else None,
                 z["stale_table"] if "stale_table" in z else None,
                 int(z["stale_n"]), int(z["stale_round"]),
                 z["model"] if "model" in z else None,
@@ -329,6 +321,59 @@ def fit_targets(
     return fit(net, len(y), loss_fn, steps, local.batch_size, local.lr, seed)
 
 
+_FROZEN_PROXY: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+"""A frozen network's logits on a run's proxy set, computed once per process."""
+
+
+def local_knowledge(
+    cfg: FederatedRunConfig,
+    net: nn.Module,
+    state: LocalState,
+    previous: np.ndarray | None,
+    frozen: bool = False,
+) -> np.ndarray:
+    """A client's soft-label knowledge from ``net``: its logits on the proxy set, or the
+    per-class mean of its logits on the buffer (classes the buffer lacks keep ``previous``'s
+    row, or zeros: no pull either way).
+
+    ``frozen``: ``net`` never changes (the public teacher): its proxy logits are computed once
+    per process and its logits on buffer rows once per row (kept in ``state.logits``).
+    """
+    if cfg.strategy.knowledge == "proxy":
+        if not frozen:
+            return proxy_logits(cfg, net)
+        key = (cfg.scenario, cfg.strategy.proxy, cfg.seed, cfg.strategy.local.train_loads)
+        cache = _FROZEN_PROXY.setdefault(net, {})
+        if key not in cache:
+            cache[key] = proxy_logits(cfg, net)
+        return cache[key]
+    feat_scale, hist_scale = feature_scale(cfg.scenario)
+    n_classes = cfg.scenario.n_edges + 1
+    if frozen:
+        missing = np.isnan(state.logits[:, 0]) if state.logits is not None else None
+        if missing is None:
+            state.logits = np.full((len(state.label), n_classes), np.nan, np.float32)
+            missing = np.ones(len(state.label), dtype=bool)
+        if missing.any():
+            f = torch.from_numpy(state.features[missing] / feat_scale).float()
+            h = torch.from_numpy(state.history[missing] / hist_scale).float()
+            net.eval()
+            with torch.inference_mode():
+                state.logits[missing] = net(f, h).numpy()
+        logits = torch.from_numpy(state.logits)
+    else:
+        f = torch.from_numpy(state.features / feat_scale).float()
+        h = torch.from_numpy(state.history / hist_scale).float()
+        net.eval()
+        with torch.inference_mode():
+            logits = net(f, h)
+    table_t, counts = class_mean_logits(logits, torch.from_numpy(state.label).long(), n_classes)
+    table = table_t.numpy()
+    unseen = counts.numpy() == 0
+    table[unseen] = 0.0 if previous is None else np.asarray(previous)[unseen]
+    return table
+
+
 def local_steps(cfg: FederatedRunConfig, samples: int) -> int:
     """Optimiser steps of one local round on a buffer of ``samples`` (epochs over it)."""
     local = cfg.strategy.local
@@ -336,23 +381,29 @@ def local_steps(cfg: FederatedRunConfig, samples: int) -> int:
 
 
 def train_on_schedule(
-    cfg: FederatedRunConfig, net: nn.Module, profiles: list[ClientProfile]
+    cfg: FederatedRunConfig,
+    net: nn.Module,
+    profiles: list[ClientProfile],
+    teacher: nn.Module | None = None,
 ) -> dict[str, int]:
     """Train ``net`` without federation on the federation's data schedule, in place.
 
     Every round, the episodes that each client of ``profiles`` would simulate (its loads, the
     oracle share β_t, with ``net`` as the student of the behaviour policy) go into one pooled
     buffer of ``len(profiles) × buffer_size`` samples, and ``net`` takes as many optimiser steps
-    as those clients would take together (the sum of their local steps). With every client's
-    profile this is the centralised upper bound (the same data, no privacy, at least the
+    as those clients would take together (the sum of their local steps). With a ``teacher``
+    (the public one KECO's clients use), from round 2 on the loss adds its soft labels as
+    KECO's clients get them (the same knowledge, δ_t and T). With every client's profile this
+    is the centralised upper bound (the same data and knowledge, no privacy, at least the
     federation's steps); with one profile, a client that learns alone. Returns the budget used:
     ``{"episodes": simulated episodes, "steps": optimiser steps}``.
     """
-    local = cfg.strategy.local
+    local, st = cfg.strategy.local, cfg.strategy
     state = LocalState.empty(cfg.scenario)
     held = [0] * len(profiles)  # what each client's own buffer would hold
     episodes = steps = 0
     first = min(p.partition_id for p in profiles)
+    knowledge = None
     for server_round in range(1, cfg.federation.rounds + 1):
         for i, profile in enumerate(profiles):
             data = collect_round(cfg, profile, net, server_round)
@@ -360,8 +411,12 @@ def train_on_schedule(
             held[i] = min(local.buffer_size, held[i] + len(data))
             episodes += local.episodes
         round_steps = sum(local_steps(cfg, n) for n in held)
-        fit_targets(net, state, cfg, round_steps, round_seed(cfg.seed, first, server_round, 6))
+        delta = 1.0 if knowledge is None else schedule_value(st.delta, server_round - 1)
+        seed = round_seed(cfg.seed, first, server_round, 6)
+        fit_targets(net, state, cfg, round_steps, seed, knowledge, delta, st.temperature)
         steps += round_steps
+        if teacher is not None:  # what the next round's global soft labels would hold
+            knowledge = local_knowledge(cfg, teacher, state, knowledge, frozen=True)
     return {"episodes": episodes, "steps": steps}
 
 
@@ -421,7 +476,6 @@ def train_round(
     f = torch.from_numpy(state.features / feat_scale).float()
     h = torch.from_numpy(state.history / hist_scale).float()
     y = torch.from_numpy(state.label).long()
-    n_classes = sc.n_edges + 1
     proxy = cfg.strategy.knowledge == "proxy"
     plain = cfg.strategy.name in PLAINTEXT_STRATEGIES  # weights only: no knowledge to upload
 
@@ -476,16 +530,9 @@ def train_round(
         return RoundResult(role, n, None, server_round, model, metrics)
     if role == ROLE_STALE:
         table, n_up, logits_round = state.stale_table, state.stale_n, state.stale_round
-    elif proxy:  # per-sample knowledge: the logits on the shared proxy states
-        table, n_up, logits_round = proxy_logits(cfg, logit_net), n, server_round
     else:
-        with torch.inference_mode():
-            logits = logit_net(f, h)
-        table_t, counts = class_mean_logits(logits, y, n_classes)
-        table = table_t.numpy()
-        # classes this client never saw keep the global soft label (no pull either way)
-        unseen = counts.numpy() == 0
-        table[unseen] = 0.0 if knowledge is None else np.asarray(knowledge)[unseen]
+        frozen = logit_net is teacher
+        table = local_knowledge(cfg, logit_net, state, knowledge, frozen=frozen)
         n_up, logits_round = n, server_round
     if role != ROLE_STALE:
         state.stale_table, state.stale_n, state.stale_round = table, n, server_round

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,21 +51,42 @@ from common.mec import features as fl
 # Task status codes (int8 per task).
 NONE, LQ, LRUN, TXQ, TXRUN, EQ, ERUN, DONE, DROPPED, FAILED = range(10)
 _EPISODE_IDS = itertools.count()  # a process-wide id per reset (keys caches of per-slot work)
-_TERMINAL = (DONE, DROPPED, FAILED)
+# the terminal codes DONE, DROPPED, FAILED are the largest: ``status < DONE`` is "unresolved"
 
 
-@dataclass(frozen=True)
 class Observation:
-    """What the devices see at the start of a slot (arrays have the episode axis first)."""
+    """What the devices see at the start of a slot (arrays have the episode axis first).
 
-    features: np.ndarray
-    """[E, N, F] float32 feature rows (the table of :mod:`common.mec.features`)."""
-    mask: np.ndarray
-    """[E, N] bool: a task arrived at this MD in this slot (only those actions matter)."""
-    history: np.ndarray
-    """[E, K, M] float32 number of active queues per EN over the last K slots, oldest first."""
-    t: int
-    """Slot index."""
+    The feature rows are built when first read (a policy that ignores them, such as
+    ``all_local``, costs nothing), from the simulator's state of that slot: reading them after
+    the simulator has moved on is an error, not a silent look at another slot.
+    """
+
+    __slots__ = ("_build", "_features", "history", "mask", "t")
+
+    def __init__(
+        self,
+        features: np.ndarray | None,
+        mask: np.ndarray,
+        history: np.ndarray,
+        t: int,
+        build: Callable[[], np.ndarray] | None = None,
+    ) -> None:
+        self._features, self._build = features, build
+        self.mask = mask
+        """[E, N] bool: a task arrived at this MD in this slot (only those actions matter)."""
+        self.history = history
+        """[E, K, M] float32 number of active queues per EN over the last K slots, oldest first."""
+        self.t = t
+        """Slot index."""
+
+    @property
+    def features(self) -> np.ndarray:
+        """[E, N, F] float32 feature rows (the table of :mod:`common.mec.features`)."""
+        if self._features is None:
+            self._features = self._build()
+            self._build = None
+        return self._features
 
 
 @dataclass(frozen=True)
@@ -272,12 +294,27 @@ class MECBatch:
 
     # ---------------------------------------------------------------------------------------
     def observe(self) -> Observation:
-        """Observation at the start of slot ``self.t``."""
+        """Observation at the start of slot ``self.t`` (feature rows built on first read)."""
         t = min(self.t, self.T - 1)
-        E, N, M = self.E, self.N, self.M
         size = self.task_size[:, t, :]
+        mask = (size > 0) & (not self.done)
+        version = (self.episode_uid, self.t)
+
+        def build() -> np.ndarray:
+            if (self.episode_uid, self.t) != version:
+                raise RuntimeError(
+                    f"the features of slot {version[1]} were read after the simulator moved on "
+                    f"to slot {self.t}; read obs.features before calling step()"
+                )
+            return self._features(t)
+
+        return Observation(None, mask, self.history.copy(), self.t, build)
+
+    def _features(self, t: int) -> np.ndarray:
+        """The feature rows of every device at the start of slot ``t``."""
+        E, N, M = self.E, self.N, self.M
         feats = np.empty((E, N, self.n_features), dtype=np.float32)
-        feats[:, :, fl.TASK_MBIT] = size
+        feats[:, :, fl.TASK_MBIT] = self.task_size[:, t, :]
         feats[:, :, fl.DENSITY] = self.density
         feats[:, :, fl.TASK_MEM_GB] = self.task_mem[:, t, :]
         feats[:, :, fl.LOCAL_WAIT] = (self.lp_rem + self.lq_mbit) / self.local_mbit
@@ -298,8 +335,7 @@ class MECBatch:
         else:
             free = self.edge_mem * (1.0 - self.mem_bg[t]) - self.mem_used  # [E, M]
             feats[:, :, fl.edge_block("edge_mem_free_gb", M)] = free[:, None, :]
-        mask = (size > 0) & (not self.done)
-        return Observation(feats, mask, self.history.copy(), self.t)
+        return feats
 
     def step(self, actions: np.ndarray) -> tuple[Observation, dict[str, np.ndarray]]:
         """Advance all episodes by one slot. ``actions`` [E, N] ints in ``0..M``."""
@@ -590,7 +626,7 @@ class MECBatch:
     def _finalize(self) -> np.ndarray:
         """End of episode: tasks still in the system are dropped."""
         arrived = self.task_size > 0
-        left = arrived & ~np.isin(self.task_status, _TERMINAL)
+        left = arrived & (self.task_status < DONE)  # the terminal codes are the largest
         self.unresolved = int(left.sum())
         if self.unresolved:
             self._resolve(np.flatnonzero(left), self.T - 1, completed=False)

@@ -392,6 +392,12 @@ def summarize_runs(runs: Sequence[dict[str, Any]], skip: int = 1) -> dict[str, A
         "first_round_s": _median([run["rounds"][0]["seconds"] for run in runs]),
         "startup_s": _median([run["startup_s"] for run in runs]),
         "bytes_up_per_round": _median([r["bytes_up"] for r in steady]),
+        "bytes_up_per_client_round": _median(
+            [r["bytes_up"] / max(1, r.get("clients_replied", 1)) for r in steady]
+        ),
+        "bytes_per_uploaded_value": _median(
+            [r["bytes_up"] / r["values_up"] for r in steady if r.get("values_up")]
+        ),
         "bytes_down_per_round": _median([r["bytes_down"] for r in steady]),
         "peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs),
         "peak_pss_bytes": max(run["peak_pss_bytes"] for run in runs),

@@ -62,12 +62,17 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
             [q["clients"], fmt(k["round_s"]), fmt(f["round_s"]), fmt(q["round_ratio"]),
              fmt(k["round_cpu_s"]), fmt(f["round_cpu_s"]), fmt(q["round_cpu_ratio"]),
              fmt(k["bytes_up_per_round"] / 1e6, 2), fmt(f["bytes_up_per_round"] / 1e6, 2),
+             fmt(k["bytes_up_per_client_round"] / 1e3, 1),
+             fmt(f["bytes_up_per_client_round"] / 1e3, 1),
+             fmt(k["bytes_per_uploaded_value"]), fmt(f["bytes_per_uploaded_value"]),
              fmt(k["first_round_s"], 1), fmt(f["first_round_s"], 1),
              "/".join(f"{v:.1f}" for v in k["load"] + f["load"])]
         )  # fmt: skip
     head = [
         "clients", "KECO round s", "FedAvg round s", "ratio", "KECO round CPU s",
         "FedAvg round CPU s", "CPU ratio", "KECO up MB/round", "FedAvg up MB/round",
+        "KECO up kB/client/round", "FedAvg up kB/client/round", "KECO B/value",
+        "FedAvg B/value (float32: 4)",
         "KECO round 1 s", "FedAvg round 1 s", "load",
     ]  # fmt: skip
     table = markdown_table(head, lines)

@@ -27,7 +27,6 @@ from common.crypto import SECRET_CONTEXT_FILE, make_backend
 from common.fed import (
     LocalState,
     build_student,
-    canonical,
     distill_global,
     knowledge_shape,
     load_teacher,
@@ -52,9 +51,12 @@ def simulate(cfg: FederatedRunConfig) -> list[dict[str, Any]]:
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
-    if cfg.federation.ray_address:
-        init_args["address"] = cfg.federation.ray_address
+    # without an address, a local Ray of its own: ray.init() alone would attach to any cluster
+    # that `ray start` left running on this machine
+    init_args: dict[str, Any] = {
+        "include_dashboard": False, "logging_level": "warning",
+        "address": cfg.federation.ray_address or "local",
+    }  # fmt: skip
     backend_config = {
         "client_resources": {"num_cpus": cfg.federation.client_cpus, "num_gpus": 0.0},
         "init_args": init_args,
@@ -98,11 +100,10 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
     w, g = read_global(
         backend, GlobalSums.from_arrays(arrays), count_params(build_student(cfg)), classes, rows
     )
-    w = canonical(w)  # exactly what the clients load
     st = cfg.strategy
     if st.global_kd_steps and not st.server_distill:  # what the clients decide with
-        w = distill_global(cfg, w, canonical(g), cfg.federation.rounds)
-    return w
+        w = distill_global(cfg, w, g, cfg.federation.rounds)
+    return w  # the exact fixed-point sums: bit for bit what the clients load
 
 
 def client_models(cfg: FederatedRunConfig) -> dict[int, np.ndarray]:

@@ -95,15 +95,8 @@ def test_round_settings_need_every_key():
         RoundSettings.from_config(partial)
 
 
-def test_initial_weight_is_a_power_of_two_within_the_headroom(keys):
-    from common.config import load_he
-    from common.crypto import PlainBackend, make_backend
-    from common.protocol import INITIAL_TOTAL, initial_weight
+def test_initial_weight_is_the_largest_power_of_two_within_the_largest_n():
+    from common.protocol import initial_weight
 
-    packed = np.array([0.5, -2.0, 1.0])
-    assert initial_weight(PlainBackend(load_he("off")), packed) == INITIAL_TOTAL
-    cfg, _, public = keys("ckks4096")
-    small = make_backend(cfg, public)
-    s = initial_weight(small, packed)
-    assert s < INITIAL_TOTAL and s * 2.0 <= small.max_abs_value / 2.0 < s * 4.0
-    assert initial_weight(small, np.zeros(3)) == INITIAL_TOTAL
+    assert initial_weight(4000) == 2048.0 and initial_weight(4096) == 4096.0
+    assert initial_weight(1) == 1.0 and initial_weight(0) == 1.0

@@ -110,7 +110,10 @@ def test_two_rounds_through_flower_simulation(keys, tmp_path, monkeypatch):
         server_app=_server_app(cfg, public_path, model0, soft0, out_path),
         client_app=_client_app(cfg, secret_path),
         num_supernodes=NODES,
-        backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}},
+        backend_config={
+            "client_resources": {"num_cpus": 1},
+            "init_args": {"num_cpus": 2, "address": "local"},  # a Ray of its own
+        },
     )
 
     out = json.loads(out_path.read_text())

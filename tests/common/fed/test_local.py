@@ -128,28 +128,6 @@ def test_round_is_deterministic(cfg):
     np.testing.assert_array_equal(runs[0].soft_labels, runs[1].soft_labels)
 
 
-def test_canonical_makes_ckks_and_plaintext_views_identical(keys):
-    from common.crypto import make_backend
-    from common.fed import canonical
-
-    he_cfg, secret, _ = keys("ckks")
-    backend = make_backend(he_cfg, secret)
-    rng = np.random.default_rng(0)
-    values = rng.normal(0.0, 0.3, 5000)
-    # as in every round: the clients' weights n_i (summing to 35,000 here) divide the noise
-    total = 35_000.0
-    decrypted = backend.decrypt(backend.encrypt(values * total)) / total
-    assert 0 < np.abs(decrypted - values).max() < 1e-11  # CKKS noise is there...
-    np.testing.assert_array_equal(canonical(decrypted), canonical(values))  # ...and gone
-    assert np.abs(canonical(values) - values).max() <= 2.0**-15
-    # means of float32 weights with equal weights n_i are short fractions; they must not sit on
-    # a cell boundary, where CKKS noise would decide the side (plain rounding fails this)
-    structured = np.arange(-4096, 4096) / 2.0**15  # includes every midpoint of a 2^-14 grid
-    noisy = structured + 1e-12 * rng.choice([-1.0, 1.0], structured.shape)
-    np.testing.assert_array_equal(canonical(noisy), canonical(structured))
-    assert (np.round(noisy * 2**14) != np.round(structured * 2**14)).any()
-
-
 def test_device_state_files_ignore_leftovers(cfg, tmp_path):
     from client.device import Device
 

@@ -98,3 +98,18 @@ def test_permute_edges_moves_every_block_and_the_actions_together():
         np.testing.assert_array_equal(ph[b], h[b][:, perm[b]])
         assert pq[b, 0] == q[b, 0]
         np.testing.assert_array_equal(pq[b, 1:], q[b, 1:][perm[b]])
+
+
+def test_features_are_built_on_first_read_and_never_from_a_later_slot():
+    sc = two_devices()
+    sim = MECBatch(sc, 1)
+    obs = sim.reset(seed=0)
+    first = sim.observe().features  # read in its slot: built from that slot's state
+    sim.step(np.zeros((1, 2), dtype=np.int64))
+    with pytest.raises(RuntimeError, match="read obs.features before calling step"):
+        obs.features  # noqa: B018 - reading it is the point
+    again = sim.observe()
+    kept = again.features
+    sim.step(np.zeros((1, 2), dtype=np.int64))
+    assert again.features is kept  # once read, the rows stay those of their slot
+    assert first.shape == kept.shape == (1, 2, n_features(2))
