@@ -7,12 +7,14 @@ A SuperNode describes itself in its node config (``flower-supernode --node-confi
 
 * ``partition-id`` (required): which device group this node is (its non-IID profile);
 * ``state-dir``: where the node keeps its local state between rounds
-  (default ``<run-dir>/clients``, the simulation's shared directory);
+  (default ``<client-dir>/states``, the simulation's shared directory);
 * ``secret-context``: the node's provisioned CKKS secret context (default
-  ``<run-dir>/secret.ctx``, which only a simulation's run directory holds);
-* ``teacher``: the provisioned teacher file (default ``<run-dir>/teacher.pt``).
+  ``<client-dir>/secret.ctx``: the simulated clients' side, never the server's run directory);
+* ``teacher``: the provisioned teacher file (default ``<client-dir>/teacher.pt``);
+* ``fault-at-round``: fault injection (``experiments.deploy raise_in_client_at_round``): the
+  ClientApp raises in that round's train instruction, as a crashing app would.
 
-A deployed SuperNode names all three, so it never reads the server's run directory.
+A deployed SuperNode names all three.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ NODE_PARTITION = "partition-id"
 NODE_STATE_DIR = "state-dir"
 NODE_SECRET_CONTEXT = "secret-context"
 NODE_TEACHER = "teacher"
+NODE_FAULT = "fault-at-round"
+
+
+class InjectedFault(RuntimeError):
+    """The ClientApp's own crash, asked for by the node config (``fault-at-round``)."""
+
 
 _devices: dict[tuple[FederatedRunConfig, int], Device] = {}
 
@@ -70,7 +78,7 @@ def node_settings(
         ) from err
     if pid < 0:
         raise ConfigError(f"node config {NODE_PARTITION} must be >= 0, got {pid}")
-    state_dir = Path(str(context.node_config.get(NODE_STATE_DIR, Path(cfg.run_dir) / "clients")))
+    state_dir = Path(str(context.node_config.get(NODE_STATE_DIR, cfg.states_dir)))
     return (
         pid,
         state_dir,
@@ -91,12 +99,23 @@ def _device(cfg: FederatedRunConfig | None, context: Context) -> Device:
     return _devices[key]
 
 
+def _inject_fault(msg: Message, context: Context) -> None:
+    """Raise :class:`InjectedFault` in the round the node config names (``fault-at-round``)."""
+    at = context.node_config.get(NODE_FAULT)
+    if at is None or str(at) == "":
+        return
+    config = msg.content.config_records.get("config", {})
+    if str(config.get("server-round")) == str(at):
+        raise InjectedFault(f"fault injected by the node config: {NODE_FAULT}={at}")
+
+
 def build_client_app(cfg: FederatedRunConfig | None = None) -> ClientApp:
     """A ClientApp bound to ``cfg`` (or reading it from Flower's run config when ``None``)."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        _inject_fault(msg, context)
         return Message(_device(cfg, context).train(msg), reply_to=msg)
 
     @app.evaluate()

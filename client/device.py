@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from common.config import (
@@ -22,13 +23,14 @@ from common.config import (
     ModelConfig,
     ScenarioConfig,
 )
-from common.crypto import SECRET_CONTEXT_FILE, make_backend
+from common.crypto import SECRET_CONTEXT_FILE, PayloadError, make_backend
 from common.fed import (
     LocalState,
     distill_global,
     evaluate_student,
     federation_profile,
     initial_weights,
+    knowledge_shape,
     load_teacher,
     train_round,
 )
@@ -68,11 +70,6 @@ def _configs(content: RecordDict) -> dict[str, dict[str, Any]]:
     return {name: dict(record) for name, record in content.config_records.items()}
 
 
-def _round(content: RecordDict) -> int:
-    """The server round of an instruction."""
-    return int(content.config_records[CONFIG]["server-round"])
-
-
 def _metrics(values: dict[str, float]) -> MetricRecord:
     return MetricRecord({k: float(v) for k, v in values.items() if np.isfinite(v)})
 
@@ -88,19 +85,21 @@ class Device:
         secret_context: Path | None = None,
         teacher_path: Path | None = None,
     ) -> None:
-        """``secret_context`` and ``teacher_path`` default to the files in the run directory
+        """``secret_context`` and ``teacher_path`` default to the files in the clients' directory
         (simulation); a deployed SuperNode names its provisioned files in its node config."""
         self.cfg = cfg
         self.profile = federation_profile(cfg, partition_id)
         self.partition_id = partition_id
         self.state_dir = state_dir
-        run_dir = Path(cfg.run_dir)
+        clients = Path(cfg.client_dir)
         self.backend = None
         if cfg.strategy.name not in PLAINTEXT_STRATEGIES:
-            self.backend = _backend(cfg.he, str(secret_context or run_dir / SECRET_CONTEXT_FILE))
+            self.backend = _backend(cfg.he, str(secret_context or clients / SECRET_CONTEXT_FILE))
+        with torch.random.fork_rng(devices=[]):  # sizing the student leaves the RNG as it was
+            self._model_length = initial_weights(cfg).size
         self.teacher = None
         if cfg.strategy.local.logits_source == "teacher" and cfg.strategy.name == "keco":
-            path = str(teacher_path or run_dir / TEACHER_FILE)
+            path = str(teacher_path or clients / TEACHER_FILE)
             self.teacher = _teacher(path, cfg.teacher, cfg.scenario)
 
     # ---- local state, one file per finished round --------------------------------------
@@ -132,26 +131,45 @@ class Device:
 
     # ---- KECO ------------------------------------------------------------------------------
     def _global(
-        self, content: RecordDict, aggregated_round: int
+        self, content: RecordDict, evaluate: bool = False
     ) -> tuple[RoundSettings, np.ndarray, np.ndarray]:
         """Decrypt the global model and knowledge of the instruction (and, with
         ``strategy.global_kd_steps`` done on the clients, distil the model as KECO's steps 5–6
-        say: ``aggregated_round`` is the round whose aggregation made it)."""
+        say, for the round whose aggregation made it: the previous one for a train instruction,
+        this one for an evaluate instruction). Raises :class:`PayloadError` (or
+        :class:`CryptoError`) on anything malformed, before the client's state is touched."""
         configs = _configs(content)
+        if CONFIG not in configs:
+            raise PayloadError(f"the instruction lacks its {CONFIG!r} record")
         settings = RoundSettings.from_config(configs[CONFIG])
+        self._check_shapes(settings)
         w, g = read_global(
             self.backend, GlobalSums.from_records(configs), settings.model_length,
             settings.num_classes, settings.knowledge_rows,
         )  # fmt: skip
+        aggregated_round = settings.server_round - (0 if evaluate else 1)
         st = self.cfg.strategy
         if st.global_kd_steps and not st.server_distill and aggregated_round >= 1 and w.size:
             w = distill_global(self.cfg, w, g, aggregated_round)
         return settings, w, g
 
+    def _check_shapes(self, settings: RoundSettings) -> None:
+        """The instruction must be for this client's model and knowledge: a server of another
+        run (or a corrupted instruction) is refused before anything is decrypted."""
+        rows, classes = knowledge_shape(self.cfg)
+        model = 0 if self.cfg.strategy.name == "feddistill" else self._model_length
+        got = (settings.model_length, settings.num_classes, settings.knowledge_rows)
+        if got != (model, classes, rows):
+            raise PayloadError(
+                f"the instruction is for a model of {got[0]} parameters and knowledge of "
+                f"{got[2]}x{got[1]}, but this client's student has {model} and its knowledge is "
+                f"{rows}x{classes}: an instruction of another run or config, refused"
+            )
+
     def train(self, msg: Message) -> RecordDict:
         if self.cfg.strategy.name in PLAINTEXT_STRATEGIES:
             return self._train_plain(msg)
-        s, w, g = self._global(msg.content, _round(msg.content) - 1)
+        s, w, g = self._global(msg.content)
         state = self._load_state(s.server_round)
         distill_only = self.cfg.strategy.name == "feddistill"
         if distill_only:  # no global model: the client continues its own
@@ -178,7 +196,7 @@ class Device:
             w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
             server_round = int(msg.content.config_records["config"].get("server-round", 0))
         else:
-            s, w, _ = self._global(msg.content, _round(msg.content))
+            s, w, _ = self._global(msg.content, evaluate=True)
             server_round = s.server_round
         state = self._load_state(server_round + 1)  # what this client has after the round
         if self.cfg.strategy.name == "feddistill":  # each client runs its own model

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,12 +41,71 @@ def _to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from ``raw``, rejecting unknown keys with the list of valid ones."""
+    """Build dataclass ``cls`` from ``raw``, rejecting unknown keys with the list of valid ones
+    and values of the wrong type (by the field's annotation) with the field's name, so that the
+    checks that follow only ever see values of the declared types."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; valid fields are {sorted(names)}")
-    return cls(**{k: v for k, v in raw.items() if k in names})
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _typed(v, hints[k], f"{where}.{k}") for k, v in raw.items()})
+
+
+def _describe(hint: Any) -> str:
+    """A type annotation in words, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0])}s"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of settings"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """``value`` as the annotation ``hint`` wants it (a list for a tuple, an int for a float),
+    or :class:`ConfigError` naming ``name``; nested settings are checked by their own builder."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or dataclasses.is_dataclass(hint):
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _typed(value, option, name)
+            except ConfigError:
+                continue
+    elif origin is tuple:
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            item = args[0] if args else Any
+            return tuple(_typed(v, item, f"{name}[{i}]") for i, v in enumerate(value))
+    elif origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}")
 
 
 def _as_floats(value: Any, name: str) -> tuple[float, ...]:
@@ -1350,7 +1411,11 @@ class FederatedRunConfig:
     seed: int = 0
     """Seeds everything: initial model, client sampling, client data and training."""
     run_dir: str = "."
-    """Directory with the key files, the teacher, checkpoints and results."""
+    """The server's directory: ``public.ctx``, checkpoints and results (never a secret key)."""
+    client_dir: str = ""
+    """The clients' (and key owner's) side of a simulation or local ``flwr run``: ``secret.ctx``,
+    the teacher and the clients' local states. Default ``<run_dir>-clients``, beside the run
+    directory and never inside it; a deployed SuperNode names its own files instead."""
     final_eval_episodes: int = 20
     """Held-out episodes of the final comparison (run by the key owner after the rounds)."""
     resume: bool = False
@@ -1360,11 +1425,28 @@ class FederatedRunConfig:
     heuristics: tuple[str, ...] = ("all_local", "all_offload", "random", "greedy", "load_balance")
     """Policies the final student is compared with (the oracle always is)."""
 
+    @property
+    def states_dir(self) -> Path:
+        """Where simulated clients keep their local state between rounds."""
+        return Path(self.client_dir) / "states"
+
+    def at(self, run_dir: str | Path, client_dir: str | Path | None = None) -> FederatedRunConfig:
+        """This config with another run directory (and its clients' directory, by default
+        ``<run_dir>-clients``)."""
+        clients = default_client_dir(run_dir) if client_dir is None else str(client_dir)
+        return dataclasses.replace(self, run_dir=str(run_dir), client_dir=clients).validate()
+
     def validate(self) -> FederatedRunConfig:
-        if self.strategy.name not in PLAINTEXT_STRATEGIES:
-            fed = self.federation
-            uploads = max(1, math.ceil(fed.available * fed.fraction_train))
-            self.he.check_run(uploads, self.strategy.local.buffer_size)
+        if not self.client_dir:
+            raise ConfigError("client_dir is empty: build the config with federated_from_dict")
+        server, clients = Path(self.run_dir).resolve(), Path(self.client_dir).resolve()
+        if clients == server or server in clients.parents:
+            raise ConfigError(
+                f"client_dir={self.client_dir!r} is the run directory or inside it; the server's "
+                f"run directory must never hold the clients' secret key: put it beside it"
+            )
+        if self.strategy.name not in PLAINTEXT_STRATEGIES:  # a sum holds at most every client
+            self.he.check_run(self.federation.num_clients, self.strategy.local.buffer_size)
         if self.strategy.server_distill and (self.he.enabled or not self.strategy.global_kd_steps):
             raise ConfigError(
                 "strategy.server_distill needs he=off (a CKKS server cannot see the model) and "
@@ -1402,8 +1484,18 @@ class FederatedRunConfig:
         return self
 
 
-def federated_from_dict(raw: Any, run_dir: str | Path | None = None) -> FederatedRunConfig:
-    """Build and validate a :class:`FederatedRunConfig` from the composed Hydra config."""
+def default_client_dir(run_dir: str | Path) -> str:
+    """``<run_dir>-clients``: the clients' directory beside the server's run directory."""
+    path = Path(run_dir).resolve()
+    return str(path.with_name(path.name + "-clients"))
+
+
+def federated_from_dict(
+    raw: Any, run_dir: str | Path | None = None, client_dir: str | Path | None = None
+) -> FederatedRunConfig:
+    """Build and validate a :class:`FederatedRunConfig` from the composed Hydra config.
+
+    ``client_dir`` defaults to the config's ``client_dir`` or else ``<run_dir>-clients``."""
     d = _to_dict(raw)
     exp = _to_dict(d.get("experiment"))
     strategy = _to_dict(d.get("strategy"))
@@ -1415,6 +1507,8 @@ def federated_from_dict(raw: Any, run_dir: str | Path | None = None) -> Federate
         _build(StrategyConfig, strategy, "strategy"), delta=delta, local=local, meta=meta,
         proxy=proxy,
     )  # fmt: skip
+    hints = typing.get_type_hints(FederatedRunConfig)
+    run_dir = run_dir if run_dir is not None else d.get("run_dir", ".")
     cfg = FederatedRunConfig(
         scenario=scenario_from_dict(d.get("scenario")),
         student=model_from_dict(d.get("student")),
@@ -1423,12 +1517,14 @@ def federated_from_dict(raw: Any, run_dir: str | Path | None = None) -> Federate
         he=he_from_dict(d.get("he")),
         federation=_build(FederationConfig, _to_dict(d.get("federation")), "federation").validate(),
         strategy=strat.validate(),
-        seed=d.get("seed", 0),
-        run_dir=str(run_dir if run_dir is not None else d.get("run_dir", ".")),
-        final_eval_episodes=exp.get("final_eval_episodes", 20),
-        resume=bool(exp.get("resume", False)),
-        eval_seed=exp.get("eval_seed", 50000),
-        heuristics=tuple(exp.get("heuristics", FederatedRunConfig.heuristics)),
+        seed=_typed(d.get("seed", 0), int, "seed"),
+        run_dir=str(run_dir),
+        client_dir=str(client_dir or d.get("client_dir") or default_client_dir(run_dir)),
+        **{
+            name: _typed(exp[name], hints[name], f"experiment.{name}")
+            for name in ("final_eval_episodes", "resume", "eval_seed", "heuristics")
+            if name in exp
+        },
     )
     return cfg.validate()
 
@@ -1446,13 +1542,16 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
 
 
 def federated_from_run_config(run_config: Mapping[str, Any]) -> FederatedRunConfig:
-    """The run config of ``flwr run .``: ``overrides`` (Hydra overrides, space separated) and
-    ``run-dir`` from ``[tool.flwr.app.config]`` or ``--run-config``."""
+    """The run config of ``flwr run .``: ``overrides`` (Hydra overrides, space separated),
+    ``run-dir`` (the server's) and ``client-dir`` (the clients'; empty: ``<run-dir>-clients``)
+    from ``[tool.flwr.app.config]`` or ``--run-config``."""
     import shlex
 
     overrides = shlex.split(str(run_config.get("overrides", "")))
     run_dir = str(run_config.get("run-dir", "outputs/flwr-run"))
-    return federated_from_dict(compose(["experiment=federation", *overrides]), run_dir)
+    client_dir = str(run_config.get("client-dir", "")) or None
+    raw = compose(["experiment=federation", *overrides])
+    return federated_from_dict(raw, run_dir, client_dir)
 
 
 # [section: federation]
@@ -1576,12 +1675,16 @@ class StudyConfig:
 def study_from_dict(raw: Any) -> StudyConfig:
     """Build and validate a :class:`StudyConfig` from the ``experiment`` node."""
     d = _to_dict(raw)
-    fields_ = {f.name for f in dataclasses.fields(StudyConfig)}
+    hints = typing.get_type_hints(StudyConfig)
     sweep = _build(SweepConfig, _to_dict(d.get("sweep", {})), "experiment.sweep").validate()
-    picked = {k: v for k, v in d.items() if k in fields_ and k != "sweep"}
-    picked["methods"] = tuple(picked.get("methods") or ())
+    # the experiment node also holds the task's other settings: only the study's are read here
+    picked = {
+        k: _typed(v, hints[k], f"experiment.{k}")
+        for k, v in d.items()
+        if k in hints and k != "sweep" and v is not None
+    }
+    picked["methods"] = picked.get("methods") or ()
     picked["facets"] = {str(k): _to_dict(v) for k, v in (picked.get("facets") or {}).items()}
-    sweep = dataclasses.replace(sweep, values=tuple(sweep.values))
     if "name" not in picked:
         raise ConfigError("experiment.name is missing (the study's name)")
     return StudyConfig(sweep=sweep, **picked).validate()

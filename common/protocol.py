@@ -148,8 +148,31 @@ class RoundSettings:
         }
         missing = [k for k in keys.values() if k not in config]
         if missing:
-            raise ValueError(f"the instruction's config record lacks {missing}")
-        return cls(**{name: config[key] for name, key in keys.items()})
+            raise PayloadError(f"the instruction's config record lacks {missing}")
+        values = {name: config[key] for name, key in keys.items()}
+        checks = {  # what each field may be; anything else is a corrupted instruction
+            "server_round": lambda v: _is_int(v) and v >= 1,
+            "model_length": lambda v: _is_int(v) and v >= 0,
+            "num_classes": lambda v: _is_int(v) and v >= 2,
+            "knowledge_rows": lambda v: _is_int(v) and v >= 1,
+            "knowledge": lambda v: isinstance(v, bool),
+            "delta": lambda v: _is_number(v) and 0.0 <= v <= 1.0,
+            "temperature": lambda v: _is_number(v) and 0.0 < v < math.inf,
+            "deadline_s": lambda v: _is_number(v) and v > 0,
+            "correction": lambda v: isinstance(v, bool),
+        }
+        for name, ok in checks.items():
+            if not ok(values[name]):
+                raise PayloadError(f"the instruction's {keys[name]}={values[name]!r} is not valid")
+        return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 # ---- global sums (server → clients) ---------------------------------------------------------
@@ -277,6 +300,7 @@ def read_global(
     packed_len = expected_length(ROLE_ON_TIME, model_length, num_classes, rows)
     flat = backend.decrypt(_checked(sums.x.payload, packed_len)) / sums.x.total
     model, soft_labels = unpack_model_and_labels(flat, model_length, num_classes, rows)
+    _check_bound(model, backend.value_bound, "model")
     table_len = rows * num_classes
     # Δ is the difference between stale (u) and fresh (v) late logits: with one side missing
     # it would subtract (or add) a whole soft-label table, so it needs both
@@ -284,7 +308,19 @@ def read_global(
         for term, sign in ((sums.u, 1.0), (sums.v, -1.0)):
             late = backend.decrypt(_checked(term.payload, table_len)) / term.total
             soft_labels = soft_labels + sign * late.reshape(rows, num_classes)
+    _check_bound(soft_labels, 3 * backend.value_bound, "soft-label knowledge")  # G + U − V
     return model, soft_labels
+
+
+def _check_bound(values: np.ndarray, bound: float, what: str) -> None:
+    """A mean of uploads bounded by ``he.value_bound`` is bounded too: anything beyond is a
+    corrupted (or forged) global, refused before it touches the client's model."""
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    if not math.isfinite(peak) or peak > bound:
+        raise PayloadError(
+            f"the global {what} holds a value of magnitude {peak:.3g}, beyond the {bound:g} any "
+            f"mean of valid uploads can reach: a corrupted global, refused"
+        )
 
 
 def _checked(payload: EncryptedVector, length: int) -> EncryptedVector:

@@ -159,7 +159,7 @@ def _teacher_key(cfg: FederatedRunConfig) -> str:
 def _share_teacher(cfg: FederatedRunConfig, cache: Path) -> None:
     """Reuse the public teacher of an earlier run of this job with the same teacher, scenario
     and seed (it is trained on public proxy episodes only, so runs may share it)."""
-    target = Path(cfg.run_dir) / TEACHER_FILE
+    target = Path(cfg.client_dir) / TEACHER_FILE
     cached = cache / f"teacher-{_teacher_key(cfg)}.pt"
     if cached.exists() and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,15 +175,15 @@ def teacher_note(cfg: FederatedRunConfig) -> str:
 
 
 def _prepare(ctx: StudyContext, cfg: FederatedRunConfig) -> None:
-    """Keys and the public teacher in ``cfg.run_dir``; the teacher is trained once per job
+    """Keys and the public teacher (:func:`prepare_run_dir`); the teacher is trained once per job
     and shared by every run with the same teacher, scenario and seed."""
     cache = ctx.run_dir / "runs"
     _share_teacher(cfg, cache)
     prepare_run_dir(cfg)
-    if (Path(cfg.run_dir) / TEACHER_FILE).exists():
+    if (Path(cfg.client_dir) / TEACHER_FILE).exists():
         cached = cache / f"teacher-{_teacher_key(cfg)}.pt"
         if not cached.exists():
-            shutil.copy(Path(cfg.run_dir) / TEACHER_FILE, cached)
+            shutil.copy(Path(cfg.client_dir) / TEACHER_FILE, cached)
 
 
 def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
@@ -233,7 +233,7 @@ def train_federated(ctx: StudyContext, method: str, tag: str = "") -> Trained:
 def _client_state(cfg: FederatedRunConfig, partition_id: int) -> LocalState | None:
     """A client's newest saved state (its buffer), if it ever trained."""
     paths = sorted(
-        (Path(cfg.run_dir) / "clients").glob(f"client-{partition_id}-r*.npz"),
+        cfg.states_dir.glob(f"client-{partition_id}-r*.npz"),
         key=lambda p: int(p.stem.rpartition("-r")[2]),
     )
     return LocalState.load(paths[-1], cfg.scenario) if paths else None
@@ -265,12 +265,12 @@ def _info(start: float, net: torch.nn.Module, used: dict[str, int]) -> dict[str,
 def train_centralized(ctx: StudyContext) -> Trained:
     """The upper bound: the student on every client's data, pooled, with the federation's
     steps and, when KECO's clients distil from the public teacher, the same soft labels."""
-    fed = dataclasses.replace(ctx.fed, run_dir=str(ctx.run_dir / "runs" / "centralized"))
+    fed = ctx.fed.at(ctx.run_dir / "runs" / "centralized")
     start = time.perf_counter()
     teacher = None
     if needs_teacher(fed):
         _prepare(ctx, dataclasses.replace(fed, he=load_he("off")))  # the teacher, no keys
-        teacher = load_teacher(Path(fed.run_dir) / TEACHER_FILE, fed.teacher, fed.scenario)
+        teacher = load_teacher(Path(fed.client_dir) / TEACHER_FILE, fed.teacher, fed.scenario)
     seed_everything(fed.seed)
     net = build_for_scenario(fed.student, fed.scenario)
     used = train_on_schedule(fed, net, _profiles(ctx), teacher)

@@ -1,7 +1,8 @@
 """KECO on Flower's deployment engine, with real processes on loopback.
 
 ``python -m experiments.deploy clients=<n> rounds=<r> tls=<bool> auth=<bool>
-kill_one_at_round=<k|null>`` (Hydra overrides of ``conf/deploy.yaml``):
+kill_one_at_round=<k|null> restart_superlink_at_round=<k|null>`` (Hydra overrides of
+``conf/deploy.yaml``):
 
 1. Validate everything (the deploy settings and the app's config) before any process starts.
 2. Provision one directory per party (``experiments.deploy_lib.cluster.Layout``): a CA and the
@@ -12,14 +13,17 @@ kill_one_at_round=<k|null>`` (Hydra overrides of ``conf/deploy.yaml``):
    ``flwr supernode register``, and start per device a ``flower-supernode`` (its
    ``--node-config`` names the partition, its state directory, secret context and teacher) and a
    ``flower-superexec`` for its ClientApp.
-4. ``flwr run`` the app against that SuperLink; optionally kill one SuperNode when a round
-   starts (``kill_one_at_round``) or crash the ServerApp after a round's checkpoint and run it
-   again with ``experiment.resume=true`` (``crash_server_at_round``).
+4. ``flwr run`` the app against that SuperLink, injecting the faults asked for: kill one
+   SuperNode when a round starts and start it again once that round is over
+   (``kill_one_at_round``, ``rejoin_after_kill``); SIGKILL the SuperLink while a round runs and
+   start it again on its state database (``restart_superlink_at_round``); make one ClientApp
+   raise in a round (``raise_in_client_at_round``); or crash the ServerApp after a round's
+   checkpoint and run it again with ``experiment.resume=true`` (``crash_server_at_round``).
 5. As the key owner, decrypt the final global student and compare it with the heuristics; write
    ``results.json`` and ``report.md``; stop every process it started (also on failure).
 
 The last printed line is a JSON summary: rounds completed, clients per round, final QoE,
-dropouts.
+dropouts, and ``faults``: each fault injected, when, and whether the federation survived it.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ log = logging.getLogger("keco.deploy")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_KEYS = frozenset(
     {
-        "clients", "rounds", "tls", "auth", "kill_one_at_round", "crash_server_at_round",
+        "clients", "rounds", "tls", "auth", "kill_one_at_round", "rejoin_after_kill",
+        "restart_superlink_at_round", "raise_in_client_at_round", "crash_server_at_round",
         "min_nodes", "start_timeout_s", "run_timeout_s", "app_overrides", "provision_only",
         "server_names",
     }
@@ -95,6 +100,9 @@ class DeploySettings:
     tls: bool = True
     auth: bool = True
     kill_one_at_round: int | None = None
+    rejoin_after_kill: bool = True
+    restart_superlink_at_round: int | None = None
+    raise_in_client_at_round: int | None = None
     crash_server_at_round: int | None = None
     min_nodes: int | None = None
     start_timeout_s: float = 120.0
@@ -109,7 +117,7 @@ class DeploySettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("tls", "auth", "provision_only"):
+        for name in ("tls", "auth", "provision_only", "rejoin_after_kill"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.auth and not self.tls:
@@ -134,9 +142,17 @@ class DeploySettings:
                 f"crash_server_at_round must be in [1, rounds-1={self.rounds - 1}] (a round must "
                 f"remain to resume) or null, got {crash}"
             )
-        if kill is not None and crash is not None:
+        for name in ("restart_superlink_at_round", "raise_in_client_at_round"):
+            at = _int_or_none(getattr(self, name), name)
+            if at is not None and not 1 <= at <= self.rounds:
+                raise ConfigError(f"{name} must be in [1, rounds={self.rounds}] or null, got {at}")
+        if self.raise_in_client_at_round is not None and self.clients < 2:
+            raise ConfigError("raise_in_client_at_round needs clients >= 2 (someone must remain)")
+        faults = ("kill_one_at_round", "restart_superlink_at_round", "raise_in_client_at_round")
+        others = [n for n in faults if getattr(self, n) is not None]
+        if crash is not None and others:
             raise ConfigError(
-                "inject one fault per run: kill_one_at_round or crash_server_at_round"
+                f"crash_server_at_round restarts the run: inject it alone, not with {others}"
             )
         m = _int_or_none(self.min_nodes, "min_nodes")
         if m is not None:
@@ -319,26 +335,62 @@ class FaultLog:
     dropouts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     server_crashes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     run_ids: list[int] = dataclasses.field(default_factory=list)
+    rejoined: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    superlink_restarts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _kill_hook(
-    settings: DeploySettings, layout: Layout, procs: Processes, faults: FaultLog
+    settings: DeploySettings, cluster: Cluster, procs: Processes, faults: FaultLog
 ) -> Callable[[], bool]:
-    """SIGKILL the last device (SuperNode + ClientApp SuperExec) once round ``k`` starts."""
+    """SIGKILL the last device (SuperNode + ClientApp SuperExec) once round ``k`` starts; with
+    ``rejoin_after_kill``, start it again (same keys, same state directory) once round ``k``
+    is checkpointed."""
     k = settings.kill_one_at_round
     victim = settings.clients - 1
+    run_dir = cluster.layout.server_run
 
     def hook() -> bool:
-        if k is None or faults.dropouts:
+        if k is None:
             return False
-        if checkpoint_round(layout.server_run) >= k - 1 and serverapp_pids(procs):
-            for name in (f"supernode-{victim}", f"superexec-clientapp-{victim}"):
-                procs.kill(name)
-            faults.dropouts.append(
-                {"node": f"supernode-{victim}", "partition_id": victim, "killed_at_round": k,
-                 "cause": "killed (SIGKILL) by kill_one_at_round"}
+        if not faults.dropouts:
+            if checkpoint_round(run_dir) >= k - 1 and serverapp_pids(procs):
+                for name in (f"supernode-{victim}", f"superexec-clientapp-{victim}"):
+                    procs.kill(name)
+                faults.dropouts.append(
+                    {"node": f"supernode-{victim}", "partition_id": victim, "killed_at_round": k,
+                     "cause": "killed (SIGKILL) by kill_one_at_round"}
+                )  # fmt: skip
+                log.info("killed supernode-%d at the start of round %d", victim, k)
+        elif settings.rejoin_after_kill and not faults.rejoined:
+            done = checkpoint_round(run_dir)
+            if done >= k and done < settings.rounds:
+                cluster.start_device(victim)
+                faults.rejoined.append(
+                    {"node": f"supernode-{victim}", "partition_id": victim, "after_round": done}
+                )
+                log.info("started supernode-%d again after round %d", victim, done)
+        return False
+
+    return hook
+
+
+def _superlink_hook(
+    settings: DeploySettings, cluster: Cluster, procs: Processes, faults: FaultLog
+) -> Callable[[], bool]:
+    """SIGKILL the SuperLink while round ``k`` runs and start it again on its database."""
+    k = settings.restart_superlink_at_round
+
+    def hook() -> bool:
+        if k is None or faults.superlink_restarts:
+            return False
+        if checkpoint_round(cluster.layout.server_run) >= k - 1 and serverapp_pids(procs):
+            start = time.monotonic()
+            cluster.restart_superlink(settings.start_timeout_s)
+            faults.superlink_restarts.append(
+                {"at_round": k, "database": str(cluster.database),
+                 "down_seconds": round(time.monotonic() - start, 2)}
             )  # fmt: skip
-            log.info("killed supernode-%d at the start of round %d", victim, k)
+            log.info("restarted the SuperLink during round %d", k)
         return False
 
     return hook
@@ -397,13 +449,14 @@ def run_federation(
 ) -> FaultLog:
     """One ``flwr run`` (two with a ServerApp crash) until all rounds are done."""
     faults = FaultLog()
-    kill, crash = (_kill_hook(settings, layout, procs, faults),
-                   _crash_hook(settings, layout, procs, faults))  # fmt: skip
+    hooks = [_kill_hook(settings, cluster, procs, faults),
+             _superlink_hook(settings, cluster, procs, faults),
+             _crash_hook(settings, layout, procs, faults)]  # fmt: skip
     run_id = start_run(cluster, layout, overrides)
     faults.run_ids.append(run_id)
     status = wait_run(
         cluster.cli, layout.server_run, run_id, settings.run_timeout_s,
-        servers_alive(procs, run_id), lambda: kill() or crash(),
+        servers_alive(procs, run_id), lambda: any([hook() for hook in hooks]),
     )  # fmt: skip
     if status == "interrupted":  # the ServerApp crashed: stop that run, start a resuming one
         cluster.cli.stop(run_id)
@@ -438,23 +491,20 @@ def run_federation(
 def evaluate_as_owner(layout: Layout, fcfg: FederatedRunConfig, clients: int) -> dict[str, Any]:
     """Decrypt the final global student as the key owner and compare it with the heuristics.
 
-    The owner's directory already holds ``secret.ctx`` and the teacher; the server's checkpoint
-    (and, for ``feddistill``, the nodes' own models) are copied next to them.
+    The owner's directory already holds ``secret.ctx`` and the teacher; it reads the server's
+    checkpoint (ciphertexts) where the server wrote it and, for ``feddistill``, gets a copy of
+    the nodes' own models.
     """
     from common.mec import evaluate_policy
     from common.mec.policies import make_policy
     from experiments.tasks.federation import compare, final_student
 
-    ckpt = layout.owner / "checkpoint"
-    shutil.rmtree(ckpt, ignore_errors=True)
-    shutil.copytree(layout.server_run / "checkpoint", ckpt)
+    owner_cfg = fcfg.at(layout.server_run, layout.owner)
     if fcfg.strategy.name == "feddistill":
-        states = layout.owner / "clients"
-        states.mkdir(exist_ok=True)
+        owner_cfg.states_dir.mkdir(parents=True, exist_ok=True)
         for i in range(clients):
             for path in (layout.node(i) / "state").glob("client-*-r*.npz"):
-                shutil.copyfile(path, states / path.name)
-    owner_cfg = dataclasses.replace(fcfg, run_dir=str(layout.owner))
+                shutil.copyfile(path, owner_cfg.states_dir / path.name)
     policies = compare(owner_cfg, final_student(owner_cfg))
     if "random" not in policies:
         policies["random"] = evaluate_policy(
@@ -463,14 +513,61 @@ def evaluate_as_owner(layout: Layout, fcfg: FederatedRunConfig, clients: int) ->
     return policies
 
 
+def _rounds_trained(layout: Layout, partition_id: int) -> list[int]:
+    """Rounds a SuperNode saved a local state for (its latest few: a round it trained in)."""
+    pattern = f"client-{partition_id}-r*.npz"
+    found = (
+        p.stem.rpartition("-r")[2] for p in (layout.node(partition_id) / "state").glob(pattern)
+    )
+    return sorted(int(r) for r in found if r.isdigit())
+
+
+def fault_report(
+    settings: DeploySettings, faults: FaultLog, history: list[dict[str, Any]], layout: Layout
+) -> list[dict[str, Any]]:
+    """Each injected fault, when, and what survived it (every round completed; a killed device
+    trained again after rejoining; a raising ClientApp cost its own reply only)."""
+    rows = {int(r["round"]): r for r in history}
+    completed = sorted(rows) == list(range(1, settings.rounds + 1))
+    out: list[dict[str, Any]] = []
+    for d in faults.dropouts:
+        k, pid = d["killed_at_round"], d["partition_id"]
+        entry: dict[str, Any] = {"fault": "supernode_killed" if k else "supernode_exited",
+                                 "node": d["node"], "round": k, "cause": d["cause"]}  # fmt: skip
+        survived = completed
+        rejoined = [r for r in faults.rejoined if r["partition_id"] == pid]
+        if k is not None and settings.rejoin_after_kill:
+            later = [r for r in _rounds_trained(layout, pid) if r > k]
+            entry["rejoined_after_round"] = rejoined[0]["after_round"] if rejoined else None
+            entry["trained_again_in_rounds"] = later  # the latest ones its state files hold
+            survived = survived and bool(later)
+        out.append({**entry, "survived": survived})
+    for s in faults.superlink_restarts:
+        out.append({"fault": "superlink_restarted", "round": s["at_round"],
+                    "database": s["database"], "down_seconds": s["down_seconds"],
+                    "runs": list(faults.run_ids), "survived": completed})  # fmt: skip
+    r = settings.raise_in_client_at_round
+    if r is not None:
+        row = rows.get(r, {})
+        errors = row.get("failed", row.get("clients_train", 0) - row.get("clients_replied", 0))
+        out.append({"fault": "clientapp_raised", "node": "supernode-0", "round": r,
+                    "error_replies": errors, "replies_used": row.get("clients_replied"),
+                    "survived": completed and errors >= 1})  # fmt: skip
+    for c in faults.server_crashes:
+        out.append({"fault": "serverapp_crashed", "round": c["after_round"],
+                    "resumed_in_run": faults.run_ids[-1], "survived": completed})  # fmt: skip
+    return out
+
+
 def summarize(
     settings: DeploySettings,
     history: list[dict[str, Any]],
     policies: dict[str, dict[str, Any]],
     faults: FaultLog,
     results_path: Path,
+    report: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The one-line JSON summary of a deployment."""
+    """The one-line JSON summary of a deployment (``report``: :func:`fault_report`)."""
     student, random_qoe = policies["student"]["qoe"], policies["random"]["qoe"]
     return {
         "rounds_completed": len(history),
@@ -485,6 +582,7 @@ def summarize(
         "random_qoe": float(random_qoe),
         "beats_random": bool(student > random_qoe),
         "dropouts": faults.dropouts,
+        "faults": report or [],
         "server_restarts": len(faults.server_crashes),
         "resumed_after_round": (
             faults.server_crashes[0]["after_round"] if faults.server_crashes else None
@@ -542,7 +640,8 @@ def finish(
     history = json.loads((layout.server_run / "server.json").read_text())["rounds"]
     policies = evaluate_as_owner(layout, fcfg, settings.clients)
     results_path = layout.root / "results.json"
-    summary = summarize(settings, history, policies, faults, results_path)
+    report = fault_report(settings, faults, history, layout)
+    summary = summarize(settings, history, policies, faults, results_path, report)
     results = {
         "config": {
             "deploy": dataclasses.asdict(settings),
@@ -584,6 +683,8 @@ def deploy(
         cluster = Cluster(
             layout, procs, clients=settings.clients, tls=settings.tls, auth=settings.auth
         )
+        if settings.raise_in_client_at_round is not None:
+            cluster.client_faults[0] = settings.raise_in_client_at_round
         cluster.start_all(settings.start_timeout_s)
         faults = run_federation(
             settings, prepared.overrides, prepared.resume_overrides, cluster, layout, procs

@@ -96,7 +96,8 @@ def build_strategy(cfg: FederatedRunConfig):
         backend, len(w0), g0.shape[1], g0.shape[0],
         delta=lambda r: schedule_value(st.delta, r - 1), temperature=st.temperature,
         deadline_s=deadline, correction=st.correction, min_replies=fed.min_replies,
-        after_aggregate=hook, max_examples=st.local.buffer_size, **common,
+        after_aggregate=hook, max_examples=st.local.buffer_size, max_uploads=fed.num_clients,
+        **common,
     )  # fmt: skip
     arrays = ArrayRecord({k: Array(v) for k, v in initial_arrays(w0, g0).items()})
     return strategy, arrays

@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-from common.crypto import Backend, CryptoError, PayloadError
+from common.crypto import Backend, CryptoError, LoadedVector, PayloadError
 from common.protocol import (
     COMPUTE_KEY,
     CONFIG,
@@ -120,8 +120,11 @@ class Keco(Strategy):
         ``(sums, round) -> sums`` applied to the new global state (plaintext only: the
         server-side distillation of KECO's steps 5–6).
     max_examples
-        The largest weight n_i of the run (the clients' buffer size); the round-1 state is
-        weighted by the largest power of two below it.
+        The largest weight n_i of the run (the clients' buffer size): a reply with a larger
+        one is rejected, and the round-1 state is weighted by the largest power of two below it.
+    max_uploads
+        The most uploads one sum may hold (the clients sampled per round, what the HE
+        parameters were checked for); further ones are rejected.
     """
 
     # pylint: disable=too-many-arguments,too-many-instance-attributes
@@ -145,6 +148,7 @@ class Keco(Strategy):
         uplink_mbps: float = 20.0,
         after_aggregate: Callable[[GlobalSums, int], GlobalSums] | None = None,
         max_examples: int = 2**20,
+        max_uploads: int = 1024,
     ) -> None:
         if backend.scheme != "plain" and backend.can_decrypt:
             raise CryptoError(
@@ -176,6 +180,10 @@ class Keco(Strategy):
         self.uplink_mbps = uplink_mbps
         self.after_aggregate = after_aggregate
         self.max_examples = max_examples
+        self.max_uploads = max_uploads
+        self._sampled: dict[int, set[int]] = {}
+        self.rejections: list[tuple[int, int, str]] = []
+        """Every rejected train reply of the run: ``(round, node, reason)``."""
         self.global_sums: GlobalSums | None = None
         """The latest global state (also returned to ``start`` as an ArrayRecord)."""
         self._bytes_down: dict[int, int] = {}
@@ -202,6 +210,7 @@ class Keco(Strategy):
         node_ids = self._sample(grid, self.fraction_train, self.min_train_nodes, "train")
         content = self.instruction(server_round, sums, config)
         self._bytes_down[server_round] = sums.nbytes * len(node_ids)
+        self.expect_replies(server_round, node_ids)
         return [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in node_ids]
 
     def aggregate_train(
@@ -229,6 +238,7 @@ class Keco(Strategy):
         values_up = 0  # plaintext values the used uploads carry
         key_weight: dict[str, float] = {}
         weighted: dict[str, float] = {}
+        seen: set[int] = set()
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -236,20 +246,30 @@ class Keco(Strategy):
                 log(WARNING, "round %d: node %d replied with an error: %s",
                     server_round, node, msg.error.reason)  # fmt: skip
                 continue
+            # Everything that touches one reply runs in this guard: whatever fails (a malformed
+            # field, a ciphertext SEAL refuses, an addition that raises) costs that reply only,
+            # and a reply is added in full or not at all.
             try:
-                upload = TrainUpload.from_records(config_records(msg.content))
+                upload, loaded, client_metrics = self._accept(server_round, msg, seen)
                 bytes_up += upload.payload.nbytes
-                loaded = self.backend.load(upload.payload, self._length(upload.role))
-                client_metrics = _scalar_metrics(msg.content)
-            except PayloadError as err:
-                rejected.append((node, str(err)))
+                if upload.role != ROLE_ON_TIME and not self.correction:
+                    ignored += 1  # the Δ ablation: late logits are not used
+                    continue
+                if sums[upload.role].count >= self.max_uploads:
+                    raise PayloadError(
+                        f"more than {self.max_uploads} {upload.role!r} uploads this round, the "
+                        f"most the HE parameters leave headroom for"
+                    )
+                sums[upload.role].add(loaded)
+            except Exception as err:  # noqa: BLE001 - one bad reply must not end the round
+                reason = str(err) if isinstance(err, PayloadError) else (
+                    f"{type(err).__name__} while handling it: {err}"
+                )  # fmt: skip
+                rejected.append((node, reason))
+                self.rejections.append((server_round, node, reason))
                 log(WARNING, "round %d: rejected the reply from node %d: %s",
-                    server_round, node, err)  # fmt: skip
+                    server_round, node, reason)  # fmt: skip
                 continue
-            if upload.role != ROLE_ON_TIME and not self.correction:
-                ignored += 1  # the Δ ablation: late logits are not used
-                continue
-            sums[upload.role].add(loaded)
             timed.append((client_metrics.get(COMPUTE_KEY, 0.0), upload.payload.nbytes))
             values_up += upload.payload.length
             totals[upload.role] += upload.num_examples
@@ -393,6 +413,52 @@ class Keco(Strategy):
             )
         self.global_sums = sums
         return sums
+
+    def expect_replies(self, server_round: int, node_ids: Iterable[int]) -> None:
+        """Only ``node_ids`` (the nodes sampled for the round) may reply to ``server_round``."""
+        self._sampled[server_round] = set(node_ids)
+
+    def _accept(
+        self, server_round: int, msg: Message, seen: set[int]
+    ) -> tuple[TrainUpload, LoadedVector, dict[str, float]]:
+        """Parse and check one train reply against what this round allows; deserialise its
+        ciphertexts. Raises :class:`PayloadError` naming the first problem."""
+        node = msg.metadata.src_node_id
+        sampled = self._sampled.get(server_round)
+        if sampled is not None and node not in sampled:
+            raise PayloadError("the node was not sampled for this round")
+        if node in seen:
+            raise PayloadError("a second reply from the node in this round")
+        seen.add(node)
+        upload = TrainUpload.from_records(config_records(msg.content))
+        n = upload.num_examples
+        if n != int(n) or not 1 <= n <= self.max_examples:
+            raise PayloadError(
+                f"num-examples n_i={n!r} must be a whole number in [1, {self.max_examples}] "
+                f"(the clients' buffer size)"
+            )
+        if upload.role == ROLE_STALE:
+            if not 1 <= upload.logits_round < server_round:
+                raise PayloadError(
+                    f"stale logits (role 'u') from round {upload.logits_round}; a round before "
+                    f"{server_round} is needed"
+                )
+        elif upload.logits_round != server_round:
+            raise PayloadError(
+                f"role {upload.role!r} uploads this round's logits, but logits-round is "
+                f"{upload.logits_round}, not {server_round}"
+            )
+        if upload.payload.encryption != self.backend.upload_encryption:
+            raise PayloadError(
+                f"encrypted {upload.payload.encryption!r}; uploads are "
+                f"{self.backend.upload_encryption!r}"
+            )
+        limit = self.backend.max_chunk_bytes
+        for k, chunk in enumerate(upload.payload.chunks):
+            if len(chunk) > limit:
+                raise PayloadError(f"chunk {k} has {len(chunk)} bytes, above the {limit} allowed")
+        loaded = self.backend.load(upload.payload, self._length(upload.role))
+        return upload, loaded, _scalar_metrics(msg.content)
 
     def _length(self, role: str) -> int:
         return expected_length(role, self.model_length, self.num_classes, self.knowledge_rows)

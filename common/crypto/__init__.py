@@ -11,6 +11,7 @@ from common.crypto.backend import (
     EncryptedSum,
     LoadedVector,
     PlainBackend,
+    holds_secret_key,
     make_backend,
     params_hash,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "PlainBackend",
     "SECRET_CONTEXT_FILE",
     "chunk_count",
+    "holds_secret_key",
     "join_chunks",
     "make_backend",
     "pack_model_and_labels",

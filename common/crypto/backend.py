@@ -81,6 +81,17 @@ class Backend(ABC):
     def encryption(self) -> str:
         """The tag of what :meth:`encrypt` produces (e.g. ``seeded`` uploads)."""
 
+    @property
+    @abstractmethod
+    def upload_encryption(self) -> str:
+        """The tag of a client's upload (what the server accepts to add)."""
+
+    @property
+    @abstractmethod
+    def max_chunk_bytes(self) -> int:
+        """The largest a well-formed serialised chunk can be (larger ones are refused before
+        anything parses them)."""
+
     @abstractmethod
     def _encrypt_chunk(self, values: np.ndarray) -> bytes:
         """Serialised encryption of at most ``slots`` integer-valued float64 values."""
@@ -100,8 +111,9 @@ class Backend(ABC):
         """Return why a deserialised chunk is unusable, or ``None`` when it is fine."""
 
     @abstractmethod
-    def _add_into(self, acc: Any, other: Any) -> Any:
-        """``acc + other``, in place when the backend can (the only operation on ciphertexts)."""
+    def _add(self, acc: Any, other: Any) -> Any:
+        """A new ``acc + other`` (the only operation on ciphertexts); ``acc`` is left as it is,
+        so that a sum can add a payload in full or not at all."""
 
     # ---- shared logic -------------------------------------------------------------------
     def encrypt(self, values: np.ndarray, bound: float | None = None) -> EncryptedVector:
@@ -210,7 +222,7 @@ class EncryptedSum:
         self._encryption: str | None = None
 
     def add(self, loaded: LoadedVector) -> None:
-        """Add a validated payload; the sum takes ownership of its chunks (added in place)."""
+        """Add a validated payload, all of it or (on any error) none of it."""
         if loaded.length != self.length:
             raise ValueError(f"cannot add length {loaded.length} to a sum of length {self.length}")
         if self._encryption is not None and loaded.encryption != self._encryption:
@@ -220,9 +232,9 @@ class EncryptedSum:
             )
         if self._acc is None:
             self._acc = list(loaded.chunks)
-        else:
+        else:  # every chunk's new sum first: a failure leaves the sum as it was
             self._acc = [
-                self.backend._add_into(a, c) for a, c in zip(self._acc, loaded.chunks, strict=True)
+                self.backend._add(a, c) for a, c in zip(self._acc, loaded.chunks, strict=True)
             ]
         self._encryption = loaded.encryption
         self.count += 1
@@ -258,6 +270,14 @@ class PlainBackend(Backend):
     def encryption(self) -> str:
         return "none"
 
+    @property
+    def upload_encryption(self) -> str:
+        return "none"
+
+    @property
+    def max_chunk_bytes(self) -> int:
+        return 8 * self.slots
+
     def _encrypt_chunk(self, values: np.ndarray) -> bytes:
         return np.ascontiguousarray(values, dtype="<i8").tobytes()
 
@@ -280,9 +300,8 @@ class PlainBackend(Backend):
             return "holds integers of magnitude 2^52 or more (a sum could overflow)"
         return None
 
-    def _add_into(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
-        acc += other
-        return acc
+    def _add(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
+        return acc + other
 
 
 def make_backend(cfg: HEConfig, context_path: str | Path | None = None) -> Backend:
@@ -301,3 +320,10 @@ def make_backend(cfg: HEConfig, context_path: str | Path | None = None) -> Backe
     from common.crypto.ckks import CKKSBackend  # TenSEAL is only needed when HE is on
 
     return CKKSBackend.from_file(context_path, cfg)
+
+
+def holds_secret_key(context_path: str | Path) -> bool:
+    """Whether the serialised CKKS context at ``context_path`` carries a secret key."""
+    from common.crypto.ckks import load_context
+
+    return load_context(context_path).has_secret_key()

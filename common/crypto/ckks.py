@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,11 @@ import tenseal.sealapi as seal
 from common.config import HEConfig
 from common.crypto.backend import Backend, params_hash
 from common.crypto.payload import CryptoError
+
+SEAL_HEADER = struct.Struct("<HBBBBHQ")
+"""SEAL's serialisation header: magic, header size, version (2), compression, reserved, and the
+size of the whole serialised object in bytes."""
+SEAL_MAGIC = 0xA15E
 
 SEEDED, PUBLIC = "seeded", "public"
 """Encryption tags of a ciphertext: a client's symmetric upload (serialised with its seed) and
@@ -150,6 +156,7 @@ class CKKSBackend(Backend):
         self._seal = sctx
         self._scale = 2.0**cfg.global_scale_bits
         self._data_level = sctx.first_parms_id()
+        self._data_primes = len(cfg.coeff_mod_bit_sizes) - 1
         self._encoder = seal.CKKSEncoder(sctx)
         self._evaluator = seal.Evaluator(sctx)
         self._scratch = _Scratch()
@@ -173,6 +180,15 @@ class CKKSBackend(Backend):
     @property
     def encryption(self) -> str:
         return SEEDED if self._private else PUBLIC
+
+    @property
+    def upload_encryption(self) -> str:
+        return SEEDED  # clients hold the secret key
+
+    @property
+    def max_chunk_bytes(self) -> int:
+        # two polynomials of N coefficients per data prime, 8 bytes each, plus SEAL's header
+        return 2 * self.slots * 8 * self._data_primes + 1024
 
     def _encrypt_chunk(self, values: np.ndarray) -> bytes:
         padded = np.zeros(self.slots, dtype=np.float64)
@@ -199,6 +215,13 @@ class CKKSBackend(Backend):
         return values[:n_values]
 
     def _deserialize_chunk(self, data: bytes) -> seal.Ciphertext:
+        if len(data) < SEAL_HEADER.size:
+            raise ValueError(f"{len(data)} bytes cannot hold SEAL's {SEAL_HEADER.size}-byte header")
+        magic, header_size, _, _, _, _, size = SEAL_HEADER.unpack_from(data)
+        if magic != SEAL_MAGIC or header_size != SEAL_HEADER.size:
+            raise ValueError("no SEAL header")
+        if size != len(data):  # exactly one serialised object: nothing missing, nothing appended
+            raise ValueError(f"the SEAL header declares {size} bytes, the chunk has {len(data)}")
         return self._scratch.load(self._seal, data)
 
     def _serialize_chunk(self, chunk: seal.Ciphertext) -> bytes:
@@ -217,6 +240,7 @@ class CKKSBackend(Backend):
             return "is not in NTT form"
         return None
 
-    def _add_into(self, acc: seal.Ciphertext, other: seal.Ciphertext) -> seal.Ciphertext:
-        self._evaluator.add_inplace(acc, other)
-        return acc
+    def _add(self, acc: seal.Ciphertext, other: seal.Ciphertext) -> seal.Ciphertext:
+        out = seal.Ciphertext()
+        self._evaluator.add(acc, other, out)
+        return out

@@ -103,7 +103,7 @@ class EncryptedVector:
         length, n_chunks = raw["length"], raw["n-chunks"]
         if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
             raise PayloadError(f"payload field 'length' must be a positive integer, got {length!r}")
-        if n_chunks != len(chunks):
+        if not isinstance(n_chunks, int) or isinstance(n_chunks, bool) or n_chunks != len(chunks):
             raise PayloadError(
                 f"payload declares {n_chunks!r} chunks but carries {len(chunks)} "
                 f"(truncated or padded upload)"

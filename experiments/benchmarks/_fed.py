@@ -248,7 +248,7 @@ def prepare_teacher(work_dir: Path, overrides: Sequence[str]) -> Path:
     teacher_dir = work_dir / "teacher"
     teacher_dir.mkdir(parents=True, exist_ok=True)
     cfg = federated_from_dict(compose([*BENCH_OVERRIDES, *overrides, "he=off"]), teacher_dir)
-    return ensure_teacher(cfg)
+    return ensure_teacher(cfg, teacher_dir)
 
 
 def run_federation(
@@ -269,16 +269,18 @@ def run_federation(
     :func:`server.loop.fast_simulation_polling`). Raises ``RuntimeError`` with the child's log
     tail if it fails.
     """
+    from common.config import default_client_dir
     from server.loop import CHECKPOINT_DIR, STOCK_POLLING_ENV
 
     run_dir = work_dir / label
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    client_dir = Path(default_client_dir(run_dir))
+    for d in (run_dir, client_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
     if teacher is not None:
         from common.fed.prepare import TEACHER_FILE
 
-        shutil.copyfile(teacher, run_dir / TEACHER_FILE)
+        shutil.copyfile(teacher, client_dir / TEACHER_FILE)
     spec = {"overrides": [*BENCH_OVERRIDES, *overrides], "run_dir": str(run_dir)}
     (run_dir / "bench-spec.json").write_text(json.dumps(spec))
     log_path = run_dir / "bench.log"

@@ -85,10 +85,12 @@ def _case(client, server, n_clients: int, size: int, classes: int, late: float, 
     tables = rng.normal(scale=3.0, size=(n_clients, classes, classes))
 
     start = time.perf_counter()
+    # round 2: on-time and fresh late uploads carry its logits, stale ones round 1's
     uploads = [
-        build_upload(client, role, n, g, w if role == ROLE_ON_TIME else None, 1)
+        build_upload(client, role, n, g, w if role == ROLE_ON_TIME else None,
+                     1 if role == ROLE_STALE else 2)
         for role, n, w, g in zip(roles, weights, models, tables, strict=True)
-    ]
+    ]  # fmt: skip
     encrypt_s = time.perf_counter() - start
     on_time = [u for u in uploads if u.role == ROLE_ON_TIME]
     replies = [_reply(i + 1, u.to_records()) for i, u in enumerate(uploads)]
@@ -102,7 +104,7 @@ def _case(client, server, n_clients: int, size: int, classes: int, late: float, 
 
     strategy = Keco(server, size, classes, max_examples=4000)
     start = time.perf_counter()
-    _, metrics = strategy.aggregate_train(1, replies)
+    _, metrics = strategy.aggregate_train(2, replies)
     aggregate_s = time.perf_counter() - start
 
     sums = strategy.global_sums

@@ -4,7 +4,7 @@ One directory per party, as if each were its own machine (``Layout``)::
 
     operator/   ca.crt ca.key server.pem server.key, flwr-home/ (the flwr CLI), run-config.toml
     owner/      secret.ctx public.ctx keys.json teacher.pt     (the CKKS key owner)
-    superlink/  ca.crt server.pem server.key, flwr-home/        (no CKKS file at all)
+    superlink/  ca.crt server.pem server.key, state.db, flwr-home/  (no CKKS file at all)
     server/     ca.crt, run/ (public.ctx keys.json teacher.pt provisioned.json, then the
                 checkpoint and server.json), flwr-home/         (SuperExec + ServerApp)
     node-<i>/   ca.crt auth.key auth.key.pub secret.ctx teacher.pt state/ flwr-home/
@@ -96,16 +96,19 @@ def provision(
     for i in range(clients):
         (layout.node(i) / "state").mkdir(parents=True, exist_ok=True)
         make_auth_keypair(layout.node(i) / AUTH_KEY)
-    owner_cfg = replace(cfg, run_dir=str(layout.owner))
+    owner_cfg = replace(cfg, client_dir=str(layout.owner))
     given = provision_deployment(owner_cfg, layout.server_run, nodes)
     (layout.root / "parties.json").write_text(json.dumps(given, indent=1) + "\n")
     return given
 
 
-def node_config(layout: Layout, i: int, clients: int) -> str:
-    """The ``--node-config`` of SuperNode ``i``: partition, state dir and provisioned files."""
+def node_config(layout: Layout, i: int, clients: int, fault_at_round: int | None = None) -> str:
+    """The ``--node-config`` of SuperNode ``i``: partition, state dir and provisioned files
+    (and the round its ClientApp is to raise in, for fault injection)."""
     node = layout.node(i)
     parts = [f"partition-id={i}", f"num-partitions={clients}"]
+    if fault_at_round is not None:
+        parts.append(f"fault-at-round={fault_at_round}")
     parts.append(f"state-dir={json.dumps(str(node / 'state'))}")
     if (node / SECRET_CONTEXT_FILE).exists():
         parts.append(f"secret-context={json.dumps(str(node / SECRET_CONTEXT_FILE))}")
@@ -138,6 +141,8 @@ class Cluster:
         self.clients, self.tls, self.auth = clients, tls, auth
         self.port = free_port(HOST)
         self.node_ports: dict[int, int] = {}
+        self.client_faults: dict[int, int] = {}
+        """Device -> the round its ClientApp raises in (node config ``fault-at-round``)."""
         ca = layout.operator / "ca.crt" if tls else None
         self.cli = FlwrCli(layout.operator / "flwr-home", f"{HOST}:{self.port}", ca)
 
@@ -153,8 +158,14 @@ class Cluster:
         if self.auth:
             argv += ["--enable-supernode-auth"]
         argv += ["--isolation", "process", "--host", HOST, "--port", str(self.port),
+                 "--database", str(self.database),
                  "--disable-runtime-dependency-installation"]  # fmt: skip
         return argv
+
+    @property
+    def database(self) -> Path:
+        """The SuperLink's state (runs, messages, registered nodes): a restart keeps it."""
+        return self.layout.superlink / "state.db"
 
     def server_superexec_argv(self) -> list[str]:
         tls = ["--root-certificates", str(self.layout.server / "ca.crt")] if self.tls else []
@@ -174,7 +185,8 @@ class Cluster:
                 argv += ["--auth-supernode-private-key", str(auth_key)]
         argv += ["--superlink", f"{HOST}:{self.port}", "--isolation", "process",
                  "--host", HOST, "--port", str(port),
-                 "--node-config", node_config(self.layout, i, self.clients)]  # fmt: skip
+                 "--node-config",
+                 node_config(self.layout, i, self.clients, self.client_faults.get(i))]  # fmt: skip
         return argv
 
     @staticmethod
@@ -194,6 +206,12 @@ class Cluster:
         ca = self.layout.operator / "ca.crt" if self.tls else None
         wait_for("the SuperLink", lambda: superlink_ready(self.port, ca), timeout_s, watch=[proc])
         return proc
+
+    def restart_superlink(self, timeout_s: float) -> Proc:
+        """SIGKILL the SuperLink (a crash, not a shutdown) and start it again on the same port
+        and database; waits until it answers."""
+        self.procs.kill("superlink")
+        return self.start_superlink(timeout_s)
 
     def start_server_superexec(self) -> Proc:
         srv = self.layout.server

@@ -95,7 +95,7 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
     arrays = {k: v.numpy() for k, v in ckpt[1].items()}
     if cfg.strategy.name in PLAINTEXT_STRATEGIES:
         return arrays[STUDENT_KEY].astype(np.float64)
-    backend = make_backend(cfg.he, Path(cfg.run_dir) / SECRET_CONTEXT_FILE)
+    backend = make_backend(cfg.he, Path(cfg.client_dir) / SECRET_CONTEXT_FILE)
     rows, classes = knowledge_shape(cfg)
     w, g = read_global(
         backend, GlobalSums.from_arrays(arrays), count_params(build_student(cfg)), classes, rows
@@ -109,7 +109,7 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
 def client_models(cfg: FederatedRunConfig) -> dict[int, np.ndarray]:
     """The newest model in each client's state file, by partition id (clients that never
     trained are skipped)."""
-    state_dir = Path(cfg.run_dir) / "clients"
+    state_dir = cfg.states_dir
     newest: dict[int, tuple[int, Path]] = {}
     for path in state_dir.glob("client-*-r*.npz"):
         client, _, rnd = path.stem.removeprefix("client-").rpartition("-r")
@@ -150,7 +150,7 @@ def compare(
     ]
     nets = {"student": build_student(cfg, students[0])}
     out["student"] = _mean_metrics(runs) if len(runs) > 1 else runs[0]
-    teacher_path = Path(cfg.run_dir) / TEACHER_FILE
+    teacher_path = Path(cfg.client_dir) / TEACHER_FILE
     if teacher_path.exists():
         nets["teacher"] = load_teacher(teacher_path, cfg.teacher, sc)
         out["teacher"] = evaluate_policy(

@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.config import default_client_dir
+from common.crypto import holds_secret_key
+from tests.keycheck import assert_no_secret_key
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "experiment=federation", "scenario=qeco", "scenario.n_devices=8", "scenario.n_slots=30",
@@ -71,8 +75,11 @@ def test_keco_with_ckks_end_to_end(ckks_run):
     for name in ("student", "teacher", "all_local", "random", "oracle"):
         assert name in res["policies"] and "qoe" in res["policies"][name]
     assert res["policies"]["student"]["params"] > 0 and res["policies"]["student"]["infer_us"] > 0
-    # the server side holds only the public context; the secret one stays with the key owner
-    assert (run_dir / "public.ctx").stat().st_size < (run_dir / "secret.ctx").stat().st_size
+    # the server's run directory holds the public context only; the secret one is the clients'
+    clients = Path(default_client_dir(run_dir))
+    assert assert_no_secret_key(run_dir, clients / "secret.ctx") > 5
+    assert (run_dir / "public.ctx").read_bytes() == (clients / "public.ctx").read_bytes()
+    assert holds_secret_key(clients / "secret.ctx")
     for name in ("report.md", "rounds_qoe.png", "rounds_bytes.png", "policies.png"):
         assert (run_dir / name).exists()
 
@@ -154,6 +161,6 @@ def test_bad_config_fails_before_ray_starts(tmp_path):
     r = run(tmp_path, "federation.num_clients=0")
     assert r.returncode == 2
     assert "federation.num_clients" in r.stderr
-    assert not (tmp_path / "secret.ctx").exists()  # nothing was prepared
+    assert not Path(default_client_dir(tmp_path)).exists()  # nothing was prepared
     r = run(tmp_path, "strategy=fedavg")  # FedAvg is plaintext: he must be off
     assert r.returncode == 2 and "he=off" in r.stderr

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from common.crypto import holds_secret_key
+from tests.keycheck import assert_no_secret_key
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -69,6 +72,10 @@ def test_flwr_run_local_simulation(tmp_path):
         assert [row["round"] for row in rounds] == [1, 2]
         assert all(row["set_x"] == 2 and row["bytes_up"] > 0 for row in rounds)
         assert (run_dir / "public.ctx").exists()
+        # the ServerApp's run directory never holds the secret key: the clients' directory does
+        clients = Path(f"{run_dir}-clients")
+        assert_no_secret_key(run_dir, clients / "secret.ctx")
+        assert holds_secret_key(clients / "secret.ctx")
     finally:
         for pid in _processes_with_home(home):
             try:

@@ -79,11 +79,13 @@ def _clients(rng, n_clients, model_length, num_classes, roles, rows=None):
     ]
 
 
-def _upload_replies(backend, clients):
+def _upload_replies(backend, clients, server_round=2):
+    """Replies to ``server_round``: this round's logits, or the previous round's (role u)."""
     replies = []
     for c in clients:
         model = c["W"] if c["role"] == "x" else None
-        upload = build_upload(backend, c["role"], c["n"], c["G"], model, logits_round=1)
+        logits_round = server_round - 1 if c["role"] == "u" else server_round
+        upload = build_upload(backend, c["role"], c["n"], c["G"], model, logits_round)
         metrics = {"train_loss": 1.0 + c["n"], "compute_s": c["compute_s"]}
         replies.append(_reply(c["node"], upload.to_records(), metrics))
     return replies
@@ -126,7 +128,7 @@ def test_delta_over_proxy_rows_matches_numpy_and_the_round_records_its_time(keys
     rng = np.random.default_rng(3)
     clients = _clients(rng, 7, model_length, num_classes, ["x", "x", "x", "u", "u", "v", "v"], rows)
     strategy = Keco(server, model_length, num_classes, rows, uplink_mbps=8.0)
-    replies = _upload_replies(client, clients)
+    replies = _upload_replies(client, clients, 3)
     arrays, metrics = strategy.aggregate_train(3, replies)
     model, soft = read_global(client, strategy.sums_from_arrays(arrays), model_length,
                               num_classes, rows)  # fmt: skip
@@ -144,7 +146,7 @@ def test_delta_over_proxy_rows_matches_numpy_and_the_round_records_its_time(keys
     )
     # one late set alone forms no Δ, and the flag says so
     no_v = [r for r, c in zip(replies, clients, strict=True) if c["role"] != "v"]
-    assert strategy.aggregate_train(4, no_v)[1]["delta_formed"] == 0.0
+    assert strategy.aggregate_train(3, no_v)[1]["delta_formed"] == 0.0
     # round 1 carries no knowledge yet (the clients then train on their targets alone)
     arrays0 = initial_arrays(np.zeros(model_length), np.zeros((rows, num_classes)))
     initial = ArrayRecord({k: Array(v) for k, v in arrays0.items()})
@@ -162,11 +164,11 @@ def test_bad_replies_are_dropped_with_reasons_and_the_round_goes_on(keys, caplog
     model_length, num_classes = 300, 4
     rng = np.random.default_rng(7)
     good = _clients(rng, 6, model_length, num_classes, ["x", "x", "x", "x", "u", "v"])
-    replies = _upload_replies(client, good)
+    replies = _upload_replies(client, good, 3)
 
     def upload(backend=client, n=50.0, length=model_length):
         model = rng.normal(size=length)
-        return build_upload(backend, "x", n, np.eye(num_classes), model).to_records()
+        return build_upload(backend, "x", n, np.eye(num_classes), model, 3).to_records()
 
     other_key = upload(backend=stranger)
     corrupted = upload()
@@ -212,7 +214,7 @@ def test_plaintext_mode_rejects_out_of_range_integers_and_keeps_the_round():
     model_length, num_classes = 9000, 3
     rng = np.random.default_rng(3)
     good = _clients(rng, 3, model_length, num_classes, ["x", "x", "v"])
-    replies = _upload_replies(backend, good)
+    replies = _upload_replies(backend, good, 1)
     poisoned = build_upload(backend, "x", 10, np.eye(3), np.ones(model_length)).to_records()
     payload = EncryptedVector.from_dict(poisoned[PAYLOAD])
     values = np.frombuffer(payload.chunks[1], dtype="<i8").copy()
@@ -237,14 +239,14 @@ def test_round_fails_with_a_clear_error_when_too_few_replies_remain(keys):
     cfg, secret_path, public_path = keys("ckks4096")
     client, server = make_backend(cfg, secret_path), make_backend(cfg, public_path)
     rng = np.random.default_rng(5)
-    replies = _upload_replies(client, _clients(rng, 2, 100, 3, ["x", "x"]))
+    replies = _upload_replies(client, _clients(rng, 2, 100, 3, ["x", "x"]), 4)
     broken = build_upload(client, "u", 4, np.eye(3)).to_records()
     broken[UPLOAD]["num-examples"] = -1
     replies.append(_reply(999, broken))
     with pytest.raises(RoundFailedError, match=r"2 usable replies.*min_replies=3.*node 999"):
         Keco(server, 100, 3, min_replies=3).aggregate_train(4, replies)
 
-    late_only = _upload_replies(client, _clients(rng, 2, 100, 3, ["u", "v"]))
+    late_only = _upload_replies(client, _clients(rng, 2, 100, 3, ["u", "v"]), 4)
     with pytest.raises(RoundFailedError, match=r"\(0 on time\)"):
         Keco(server, 100, 3).aggregate_train(4, late_only)
 
