@@ -100,7 +100,10 @@ def ensure_teacher(cfg: FederatedRunConfig) -> Path:
     if not path.exists():
         torch.manual_seed(cfg.seed + PROXY_SEED_OFFSET)
         net = build_for_scenario(cfg.teacher, cfg.scenario)
-        train_imitation(net, cfg.scenario, cfg.teacher_training, cfg.seed + PROXY_SEED_OFFSET)
+        train_imitation(
+            net, cfg.scenario, cfg.teacher_training, cfg.seed + PROXY_SEED_OFFSET,
+            progress="teacher training",
+        )  # fmt: skip
         save_teacher(path, net)
     return path
 
