@@ -142,7 +142,8 @@ def check_states(cfg: FederatedRunConfig, policy: NetPolicy, n: int) -> tuple[np
     per_episode = max(1.0, cfg.scenario.n_devices * cfg.scenario.n_slots * 0.2)
     episodes = max(1, int(np.ceil(n / per_episode)))
     while True:
-        feats.clear(), hists.clear()
+        feats.clear()
+        hists.clear()
         rollout(cfg.scenario, policy, episodes, CHECK_SEED, on_step=record)
         if sum(len(f) for f in feats) >= n or episodes > 10_000:
             break

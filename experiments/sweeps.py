@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from common.progress import Progress
@@ -57,7 +58,7 @@ class SweepProgress(Callback):
         log.info("sweep: %s jobs into %s", total if total else "?", config.hydra.sweep.dir)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if config.hydra.mode is None or str(config.hydra.mode) != "RunMode.MULTIRUN":
+        if config.hydra.mode != RunMode.MULTIRUN:
             return
         bar = _bars.get(id(self))
         status = getattr(getattr(job_return, "status", None), "name", "?").lower()

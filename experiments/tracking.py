@@ -207,9 +207,12 @@ class TensorBoardTracker(Tracker):
 
     def _policies(self, policies: Mapping[str, Mapping[str, Any]]) -> None:
         columns, rows = policy_table(policies)
+
+        def cell(value: Any) -> str:
+            return "" if value is None else f"{value:.6g}" if isinstance(value, float) else value
+
         lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-        lines += ["| " + " | ".join("" if v is None else f"{v:.6g}" if isinstance(v, float)
-                                    else str(v) for v in row) + " |" for row in rows]  # fmt: skip
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
         self.writer.add_text("policies", "\n".join(lines), 0)
         for row in rows:
             for metric, value in zip(columns[1:], row[1:], strict=True):
