@@ -146,7 +146,9 @@ class MECEnv(gym.Env):
         obs = self.sim.reset_with([episode_seed(self.np_random)])
         return self._obs(obs), {"t": obs.t}
 
-    def step(self, action: np.ndarray):
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._last is None or self.sim.done:
             raise RuntimeError("call reset() before step() (and after the episode ends)")
         action = np.asarray(action)

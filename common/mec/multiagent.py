@@ -92,12 +92,14 @@ class MECParallelEnv(ParallelEnv):
             for agent, i in self._index.items()
         }
 
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         obs, _ = self.env.reset(seed=seed, options=options)
         self.agents = list(self.possible_agents)
         return self._split(obs), {agent: {} for agent in self.agents}
 
-    def step(self, actions: dict[str, int]):
+    def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         if not self.agents:
             raise RuntimeError("the episode is over: call reset()")
         unknown = sorted(set(actions) - set(self._index))

@@ -87,7 +87,9 @@ class MECVectorEnv(VectorEnv):
         obs = self._start()
         return self.codec.batch(obs), {}
 
-    def step(self, actions: np.ndarray):
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._last is None:
             raise RuntimeError("call reset() before step()")
         mode = self.metadata["autoreset_mode"]
