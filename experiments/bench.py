@@ -10,7 +10,8 @@ Each suite lives in ``experiments/benchmarks/<name>.py`` and exposes ``run(args)
   student, eager and exported to TorchScript;
 - ``scale``: 10, 100 and 1,000 virtual clients, 10 % sampled per round: seconds per
   client-round and peak memory of the whole run;
-- ``simulator``: simulator speed under cheap policies.
+- ``simulator``: simulator speed under cheap policies;
+- ``gym``: the batched Gymnasium ``VectorEnv`` against ``SyncVectorEnv`` (steps per second).
 
 Each suite prints its markdown table(s) to stderr; the last line of stdout is the JSON result.
 Values are read as YAML: ``clients=[10,100]``, ``overrides=['scenario.n_devices=8']``.

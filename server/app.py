@@ -12,6 +12,9 @@ context is there or the public one is missing (:func:`common.fed.prepare.ensure_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -20,8 +23,12 @@ from common.fed.prepare import prepare_run_dir
 from server.run import run_server
 
 
-def build_server_app(cfg: FederatedRunConfig | None = None) -> ServerApp:
-    """A ServerApp bound to ``cfg`` (or reading it from Flower's run config when ``None``)."""
+def build_server_app(
+    cfg: FederatedRunConfig | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> ServerApp:
+    """A ServerApp bound to ``cfg`` (or reading it from Flower's run config when ``None``);
+    ``on_round`` receives each round's metrics row (experiment tracking in a simulation)."""
     app = ServerApp()
 
     @app.main()
@@ -30,7 +37,7 @@ def build_server_app(cfg: FederatedRunConfig | None = None) -> ServerApp:
         if run_cfg is None:
             run_cfg = federated_from_run_config(context.run_config)
             prepare_run_dir(run_cfg)
-        run_server(grid, run_cfg)
+        run_server(grid, run_cfg, on_round)
 
     return app
 

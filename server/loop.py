@@ -118,10 +118,13 @@ def run_rounds(
     timeout_s: float = 3600.0,
     train_config: Callable[[int], ConfigRecord] | None = None,
     summarize: Callable[[int, dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[ArrayRecord, list[dict[str, Any]]]:
     """Run rounds ``1..num_rounds`` (or continue after the checkpoint); returns the final arrays
     and one dict per round. ``summarize(round, train_metrics, eval_metrics)`` maps the
-    strategy's aggregated metrics to the recorded row."""
+    strategy's aggregated metrics to the recorded row; ``on_round(row)`` gets a copy of each
+    row once it is checkpointed (experiment tracking: only the aggregated metrics, never the
+    global arrays)."""
     history: list[dict[str, Any]] = []
     first = 1
     if resume and (ckpt := load_checkpoint(run_dir)) is not None:
@@ -164,6 +167,8 @@ def run_rounds(
             _fmt(row.get("eval_drop_ratio")), row.get("set_x", "-"), row.get("set_u", "-"),
             row.get("set_v", "-"), bytes_up / 1e3, bytes_down / 1e3, row["seconds"],
         )  # fmt: skip
+        if on_round is not None:
+            on_round(dict(row))
     return arrays, history
 
 
@@ -267,3 +272,25 @@ def stable_simulation_node_ids() -> Iterator[None]:
         yield
     finally:
         vce_api._register_nodes = register
+
+
+@contextlib.contextmanager
+def keep_outer_ray() -> Iterator[bool]:
+    """Within the block, Flower's simulation leaves a Ray connection it did not open alone.
+
+    Flower's Ray backend calls ``ray.shutdown()`` when the simulation ends, also when Ray was
+    initialised before (the simulation then runs on that cluster): inside a Ray task, e.g. a job
+    of Hydra's Ray launcher, that cuts the task off from Ray and the task fails after its work
+    is done. Yields whether Ray was already initialised (and is therefore kept).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        yield False
+        return
+    shutdown = ray.shutdown
+    ray.shutdown = lambda *args, **kwargs: None  # type: ignore[assignment]
+    try:
+        yield True
+    finally:
+        ray.shutdown = shutdown  # type: ignore[assignment]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,11 @@ def _row(server_round: int, train: dict[str, Any], evaluate: dict[str, Any]) -> 
     return row
 
 
-def run_server(grid: Grid, cfg: FederatedRunConfig) -> list[dict[str, Any]]:
-    """Run all rounds (resuming from the checkpoint if asked); returns the per-round history."""
+def run_server(
+    grid: Grid, cfg: FederatedRunConfig, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run all rounds (resuming from the checkpoint if asked); returns the per-round history.
+    ``on_round(row)`` receives each round's metrics row (see :func:`server.loop.run_rounds`)."""
     run_dir = Path(cfg.run_dir)
     strategy, arrays = build_strategy(cfg)
     st = cfg.strategy
@@ -137,7 +141,7 @@ def run_server(grid: Grid, cfg: FederatedRunConfig) -> list[dict[str, Any]]:
     _, history = run_rounds(
         strategy, grid, arrays, num_rounds=cfg.federation.rounds, seed=cfg.seed,
         run_dir=run_dir, resume=cfg.resume, timeout_s=cfg.federation.timeout_s,
-        train_config=fedavg_config, summarize=_row,
+        train_config=fedavg_config, summarize=_row, on_round=on_round,
     )  # fmt: skip
     (run_dir / "server.json").write_text(json.dumps({"rounds": history}, indent=1))
     return history

@@ -100,7 +100,10 @@ def ensure_teacher(cfg: FederatedRunConfig, directory: str | Path | None = None)
     if not path.exists():
         torch.manual_seed(cfg.seed + PROXY_SEED_OFFSET)
         net = build_for_scenario(cfg.teacher, cfg.scenario)
-        train_imitation(net, cfg.scenario, cfg.teacher_training, cfg.seed + PROXY_SEED_OFFSET)
+        train_imitation(
+            net, cfg.scenario, cfg.teacher_training, cfg.seed + PROXY_SEED_OFFSET,
+            progress="teacher training",
+        )  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         save_teacher(path, net)
     return path

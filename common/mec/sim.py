@@ -338,7 +338,12 @@ class MECBatch:
         return feats
 
     def step(self, actions: np.ndarray) -> tuple[Observation, dict[str, np.ndarray]]:
-        """Advance all episodes by one slot. ``actions`` [E, N] ints in ``0..M``."""
+        """Advance all episodes by one slot. ``actions`` [E, N] ints in ``0..M``.
+
+        Returns the next observation and ``{"reward": [E], "device_reward": [E, N]}``: the QoE
+        rewards of the tasks that finished (completed or dropped) in this slot, per episode and
+        per device (the device whose task it was).
+        """
         if self.done:
             raise RuntimeError("episode is over: call reset() first")
         actions = np.asarray(actions)
@@ -361,13 +366,15 @@ class MECBatch:
         self._edge_stage(t)
         self._tx_stage(t, new & (actions > 0), size)
         self._update_load()
-        rewards = self._finish_resolved()
+        rewards, device_rewards = self._finish_resolved()
         self.t += 1
         if self.t >= self.T:
-            rewards += self._finalize()
+            final, final_devices = self._finalize()
+            rewards += final
+            device_rewards += final_devices
             self.done = True
         self.step_seconds += time.perf_counter() - t0
-        return self.observe(), {"reward": rewards}
+        return self.observe(), {"reward": rewards, "device_reward": device_rewards}
 
     # ---- stages ------------------------------------------------------------------------------
     # Internally every per-task array is addressed through a flat index
@@ -605,10 +612,11 @@ class MECBatch:
             self.completions[:, t] += np.bincount(e_done, minlength=self.E)
         self._resolved.append(fi)
 
-    def _finish_resolved(self) -> np.ndarray:
-        """Compute the QoE reward of the tasks resolved this slot; returns reward per episode."""
+    def _finish_resolved(self) -> tuple[np.ndarray, np.ndarray]:
+        """Compute the QoE reward of the tasks resolved this slot; returns the reward per
+        episode [E] and per device [E, N]."""
         if not self._resolved:
-            return np.zeros(self.E)
+            return np.zeros(self.E), np.zeros((self.E, self.N))
         fi = np.concatenate(self._resolved)
         self._resolved = []
         sc = self.sc
@@ -621,10 +629,14 @@ class MECBatch:
         cost = 2.0 * (alpha * self._delay[fi] + (1 - alpha) * sc.energy_scale * energy)
         reward = np.where(self._dropped[fi], -cost, sc.r_base - cost)
         self._reward[fi] = reward
-        return np.bincount(e, weights=reward, minlength=self.E)
+        per_device = np.bincount(
+            e * self.N + fi % self.N, weights=reward, minlength=self.E * self.N
+        )
+        return np.bincount(e, weights=reward, minlength=self.E), per_device.reshape(self.E, self.N)
 
-    def _finalize(self) -> np.ndarray:
-        """End of episode: tasks still in the system are dropped."""
+    def _finalize(self) -> tuple[np.ndarray, np.ndarray]:
+        """End of episode: tasks still in the system are dropped (their rewards as in
+        :meth:`_finish_resolved`)."""
         arrived = self.task_size > 0
         left = arrived & (self.task_status < DONE)  # the terminal codes are the largest
         self.unresolved = int(left.sum())

@@ -12,7 +12,7 @@ from common.models.nets import (
     scale_width,
 )
 from common.models.params import count_params, flatten_params, param_shapes, unflatten_params
-from common.models.policy import NetPolicy
+from common.models.policy import NetPolicy, ScaledInputs
 from common.models.quantize import (
     Exported,
     decision_agreement,
@@ -27,6 +27,7 @@ __all__ = [
     "LSTMDuelingNet",
     "MLPNet",
     "NetPolicy",
+    "ScaledInputs",
     "QHead",
     "build_for_scenario",
     "build_model",

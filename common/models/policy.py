@@ -9,6 +9,22 @@ import torch
 from torch import nn
 
 
+class ScaledInputs(nn.Module):
+    """``net`` behind its input normalisation: takes raw feature rows [B, F] and histories
+    [B, K, M] (the simulator's units) and divides them by the divisors of
+    :func:`common.mec.feature_scale` before ``net``. What a deployed student is exported as,
+    and what :class:`NetPolicy` evaluates."""
+
+    def __init__(self, net: nn.Module, feat_scale: Any, hist_scale: Any) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("feat_scale", torch.as_tensor(np.asarray(feat_scale, np.float32)))
+        self.register_buffer("hist_scale", torch.as_tensor(np.asarray(hist_scale, np.float32)))
+
+    def forward(self, features: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        return self.net(features / self.feat_scale, history / self.hist_scale)
+
+
 class NetPolicy:
     """Argmax of the network's scores on normalised inputs, computed only where a task arrived.
 
@@ -20,16 +36,16 @@ class NetPolicy:
     def __init__(self, net: nn.Module, feat_scale: Any, hist_scale: Any, name: str = "net") -> None:
         self.net = net
         self.name = name
-        self.feat_scale = torch.as_tensor(np.asarray(feat_scale, dtype=np.float32))
-        self.hist_scale = torch.as_tensor(np.asarray(hist_scale, dtype=np.float32))
+        self.scaled = ScaledInputs(net, feat_scale, hist_scale)
+        self.feat_scale, self.hist_scale = self.scaled.feat_scale, self.scaled.hist_scale
 
     def scores(self, features: np.ndarray, history: np.ndarray) -> np.ndarray:
         """Network outputs ``[n, M+1]`` for raw (unnormalised) ``features`` and ``history``."""
-        f = torch.as_tensor(features, dtype=torch.float32) / self.feat_scale
-        h = torch.as_tensor(history, dtype=torch.float32) / self.hist_scale
+        f = torch.as_tensor(features, dtype=torch.float32)
+        h = torch.as_tensor(history, dtype=torch.float32)
         self.net.eval()
         with torch.inference_mode():
-            return self.net(f, h).numpy()
+            return self.scaled(f, h).numpy()
 
     def __call__(self, obs: Any, sim: Any = None) -> np.ndarray:
         mask = np.asarray(obs.mask, dtype=bool)

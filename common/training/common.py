@@ -16,6 +16,7 @@ from common.config import ScenarioConfig, TargetConfig
 from common.distill import cost_targets
 from common.mec import DeviceProfile, TaskDataset, feature_scale, rollout, summarize
 from common.mec.features import edge_permutation_index
+from common.progress import Progress
 
 
 def seed_everything(seed: int) -> None:
@@ -98,28 +99,37 @@ def fit(
     weight_decay: float = 0.0,
     checkpoints: Iterable[int] = (),
     on_checkpoint: Callable[[int, nn.Module], None] | None = None,
+    progress: str | None = None,
 ) -> list[float]:
     """Adam on minibatches drawn uniformly with replacement; returns the loss of every step.
 
     ``on_checkpoint(step, net)`` is called after each step listed in ``checkpoints`` (so one run
-    yields the students of Table 1 at 500, 1,000, … steps).
+    yields the students of Table 1 at 500, 1,000, … steps). ``progress`` names the step for a
+    progress bar (:class:`common.progress.Progress`); ``None`` shows none.
     """
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     marks = set(checkpoints)
     losses: list[float] = []
     net.train()
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, n_samples, (batch_size,), generator=gen)
-        loss = loss_fn(net, idx, step - 1)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if step in marks and on_checkpoint is not None:
-            net.eval()
-            on_checkpoint(step, net)
-            net.train()
+    bar = Progress(progress, steps, unit="step") if progress else None
+    try:
+        for step in range(1, steps + 1):
+            idx = torch.randint(0, n_samples, (batch_size,), generator=gen)
+            loss = loss_fn(net, idx, step - 1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1, loss=losses[-1])
+            if step in marks and on_checkpoint is not None:
+                net.eval()
+                on_checkpoint(step, net)
+                net.train()
+    finally:
+        if bar is not None:
+            bar.close()
     net.eval()
     return losses
 

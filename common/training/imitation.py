@@ -59,11 +59,13 @@ def train_imitation(
     seed: int,
     log: Callable[[str, float, int], None] | None = None,
     profiles: Sequence[DeviceProfile | None] = (None,),
+    progress: str | None = None,
 ) -> ImitationResult:
     """Train ``net`` (any architecture of ``common.models``) on oracle labels, in place.
 
     Every collection round simulates ``cfg.episodes`` episodes on each of ``profiles`` (the
     devices of one or several clients; ``None`` = the scenario's own) and pools them.
+    ``progress`` names the training for a progress bar per round (none when ``None``).
     """
     feat_scale, hist_scale = feature_scale(scenario)
     parts: list[TaskDataset] = []
@@ -93,9 +95,11 @@ def train_imitation(
             return F.cross_entropy(model(f, h), q)
 
         steps = cfg.steps if round_ == 0 else max(1, cfg.steps // 2)
+        rounds = cfg.dagger_rounds + 1
+        desc = None if progress is None else f"{progress} (round {round_ + 1}/{rounds})"
         round_losses = fit(
             net, len(data), loss_fn, steps, cfg.batch_size, cfg.lr, seed + round_,
-            weight_decay=cfg.weight_decay,
+            weight_decay=cfg.weight_decay, progress=desc,
         )  # fmt: skip
         losses += round_losses
         if log is not None:

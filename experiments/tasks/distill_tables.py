@@ -172,7 +172,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     seed_everything(seed)
     teacher = build_for_scenario(teacher_cfg, scenario)
     if exp.teacher_training in ("imitation", "d3qn_warm"):
-        train_imitation(teacher, scenario, exp.imitation, seed, log)
+        train_imitation(teacher, scenario, exp.imitation, seed, log, progress="teacher training")
     if exp.teacher_training in ("d3qn", "d3qn_warm"):
         train_d3qn(teacher, scenario, exp.d3qn, seed, log)
     t0 = lap("teacher_training", t0)

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,27 @@ from common.fed.prepare import TEACHER_FILE, prepare_run_dir
 from common.mec import evaluate_policy, feature_scale, n_features
 from common.mec.policies import make_policy
 from common.models import NetPolicy, count_params, measure_latency_us
+from common.progress import Progress
 from common.protocol import GlobalSums, read_global
+from experiments import tracking
 from experiments.figures import write_report
+from experiments.logs import route_flower_logs, setup_logging
 
 log = logging.getLogger("keco")
 
 
-def simulate(cfg: FederatedRunConfig) -> list[dict[str, Any]]:
-    """Run the federation with Flower's Ray simulation engine; returns the per-round history."""
+def simulate(
+    cfg: FederatedRunConfig, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run the federation with Flower's Ray simulation engine; returns the per-round history.
+    ``on_round(row)`` receives each round's metrics row as the round ends (tracking)."""
     from flwr.simulation import run_simulation
 
     from client.app import build_client_app
     from server.app import build_server_app
-    from server.loop import fast_simulation_polling, stable_simulation_node_ids
+    from server.loop import fast_simulation_polling, keep_outer_ray, stable_simulation_node_ids
 
+    route_flower_logs()  # one line per event, Flower's included
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # without an address, a local Ray of its own: ray.init() alone would attach to any cluster
@@ -63,9 +71,10 @@ def simulate(cfg: FederatedRunConfig) -> list[dict[str, Any]]:
     }
     # Flower's poller costs O(nodes × messages) CPU every 0.1 s; its node ids are random, which
     # would make the clients sampled under a seed differ between runs
-    with fast_simulation_polling(), stable_simulation_node_ids():
+    # inside a Ray task (Hydra's Ray launcher) the clients go on the same cluster, which stays up
+    with fast_simulation_polling(), stable_simulation_node_ids(), keep_outer_ray():
         run_simulation(
-            server_app=build_server_app(cfg),
+            server_app=build_server_app(cfg, on_round),
             client_app=build_client_app(cfg),
             num_supernodes=cfg.federation.num_clients,
             backend_config=backend_config,
@@ -142,12 +151,13 @@ def compare(
     episodes, seed = cfg.final_eval_episodes, cfg.eval_seed
     students = weights if isinstance(weights, list) else [weights]
     out: dict[str, dict[str, Any]] = {}
-    runs = [
-        evaluate_policy(
-            sc, NetPolicy(build_student(cfg, w), feat_scale, hist_scale), episodes, seed
-        )
-        for w in students
-    ]
+    names = [*cfg.heuristics, "oracle"]
+    bar = Progress("final evaluation", len(students) + 1 + len(names), "policy", milestones=0)
+    runs = []
+    for w in students:
+        policy = NetPolicy(build_student(cfg, w), feat_scale, hist_scale)
+        runs.append(evaluate_policy(sc, policy, episodes, seed))
+        bar.update(1)
     nets = {"student": build_student(cfg, students[0])}
     out["student"] = _mean_metrics(runs) if len(runs) > 1 else runs[0]
     teacher_path = Path(cfg.client_dir) / TEACHER_FILE
@@ -156,23 +166,27 @@ def compare(
         out["teacher"] = evaluate_policy(
             sc, NetPolicy(nets["teacher"], feat_scale, hist_scale), episodes, seed
         )
+    bar.update(1)
     for name, net in nets.items():
         out[name]["params"] = count_params(net)
         out[name]["infer_us"] = measure_latency_us(
             net, n_features(sc.n_edges), sc.history_slots, sc.n_edges, 300
         )
         log.info("final %-12s qoe=%.3f drop=%.4f", name, out[name]["qoe"], out[name]["drop_ratio"])
-    for name in (*cfg.heuristics, "oracle"):
+    for name in names:
         out[name] = evaluate_policy(sc, make_policy(name), episodes, seed)
+        bar.update(1)
         log.info("final %-12s qoe=%.3f drop=%.4f", name, out[name]["qoe"], out[name]["drop_ratio"])
+    bar.close()
     return out
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     fcfg = federated_from_dict(cfg, run_dir)  # fails here, before any work, on a bad value
     prepare_run_dir(fcfg)
-    history = simulate(fcfg)
+    tracker = tracking.active()
+    history = simulate(fcfg, on_round=tracker.log_round if tracker else None)
     policies = compare(fcfg, final_student(fcfg))
     heuristics = [h for h in fcfg.heuristics if h in policies]
     student = policies["student"]

@@ -40,8 +40,10 @@ from common.config import (
 )
 from common.fed import federation_profile
 from common.mec import rollout
+from common.progress import progress
 from common.training import evaluate_episodes
 from experiments.baselines import StudyContext, Trained, method_config, train_methods
+from experiments.logs import setup_logging
 
 log = logging.getLogger("keco")
 
@@ -175,7 +177,7 @@ def plan(
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     cfg = apply_smoke(cfg)
     study = study_from_dict(cfg.experiment)
     if overrides is None:
@@ -231,7 +233,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
                 metrics = evaluate(t, facet_ctx.fed.scenario, n_ep, seed)
                 metrics.pop("episodes")
                 policies[f"{name}{tag}"] = {**metrics, **t.info}
-        for facet, value, scenario in points:
+        for facet, value, scenario in progress(
+            points, "study evaluation", unit="point", milestones=0
+        ):
             trained = trained_for[facet if per_facet else None]
             for name in study.methods:
                 if sweep.target == "timeline":

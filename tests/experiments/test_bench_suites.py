@@ -278,3 +278,12 @@ def test_targets_table_and_unknown_suite():
     assert set(bench.available_suites()) == {"flower", "he", "infer", "scale", "simulator"}
     with pytest.raises(SystemExit, match="valid suites"):
         bench.main(["suite=nope"])
+
+
+def test_gym_suite_compares_the_batched_vector_env_with_sync(capsys):
+    out = bench.run_suite("gym", {"num_envs": 4, "steps": 30, "repeats": 1})
+    assert out["num_envs"] == 4 and out["vector_steps_per_s"] > 0 and out["sync_steps_per_s"] > 0
+    assert out["vector_over_sync"] == pytest.approx(
+        out["vector_steps_per_s"] / out["sync_steps_per_s"], rel=0.01
+    )
+    assert "SyncVectorEnv of MECEnv" in capsys.readouterr().err

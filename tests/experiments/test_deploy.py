@@ -112,8 +112,10 @@ def test_settings_defaults_and_quorum():
         ({"rounds": 2, "raise_in_client_at_round": 0}, "raise_in_client_at_round must be in"),
         ({"clients": 1, "raise_in_client_at_round": 1}, "needs clients >= 2"),
         ({"rejoin_after_kill": 1}, "rejoin_after_kill must be true or false"),
-        ({"rounds": 3, "crash_server_at_round": 1, "restart_superlink_at_round": 2},
-         "inject it alone"),
+        (
+            {"rounds": 3, "crash_server_at_round": 1, "restart_superlink_at_round": 2},
+            "inject it alone",
+        ),
     ],
 )
 def test_bad_settings_are_rejected(values, message):
