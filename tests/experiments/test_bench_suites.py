@@ -275,7 +275,7 @@ def test_scale_suite_runs_a_real_federation(shared_work_dir):
 def test_targets_table_and_unknown_suite():
     table = bench.targets_table({"a": {"targets_met": {"x": True, "y": None, "z": False}}, "b": {}})
     assert "| a | x | yes |" in table and "| a | y | – |" in table and "| a | z | no |" in table
-    assert set(bench.available_suites()) == {"flower", "he", "infer", "scale", "simulator"}
+    assert set(bench.available_suites()) == {"flower", "gym", "he", "infer", "scale", "simulator"}
     with pytest.raises(SystemExit, match="valid suites"):
         bench.main(["suite=nope"])
 
