@@ -17,6 +17,7 @@ from common.config import (
     METHODS,
     ConfigError,
     compose,
+    default_client_dir,
     federated_from_dict,
     study_from_dict,
 )
@@ -144,7 +145,8 @@ def test_every_study_runs_with_debug_smoke(name, tmp_path):
             assert (
                 info[f"feddistill-{tag}"]["bytes_up_total"] < info[f"keco-{tag}"]["bytes_up_total"]
             )
-            states = list(Path(info[f"feddistill-{tag}"]["run_dir"]).glob("clients/*.npz"))
+            run_dir = info[f"feddistill-{tag}"]["run_dir"]  # its states are on the clients' side
+            states = list((Path(default_client_dir(run_dir)) / "states").glob("*.npz"))
             assert states and all("model" in np.load(p).files for p in states)
 
 
