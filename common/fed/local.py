@@ -492,7 +492,9 @@ def train_round(
         role = ROLE_STALE
 
     metrics: dict[str, float] = {
-        "compute_s": t_train if role == ROLE_ON_TIME else t_logits,
+        # a weights-only (FedAvg-like) client has no logits to fall back on: its late work is
+        # the training it could not finish, so its compute time says it is late
+        "compute_s": t_train if role == ROLE_ON_TIME or plain else t_logits,
         "samples_new": float(len(data.label)),
         "episodes": float(local.episodes),
         "buffer": float(n),

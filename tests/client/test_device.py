@@ -113,7 +113,9 @@ MUTATIONS = {
     ),
     "drop_sums": lambda r, rng, c: r.pop(X, None),
     "drop_config": lambda r, rng, c: r.pop(CONFIG, None),
-    "drop_field": lambda r, rng, c: r[CONFIG].pop(sorted(r[CONFIG])[int(rng.integers(len(r[CONFIG])))]),
+    "drop_field": lambda r, rng, c: r[CONFIG].pop(
+        sorted(r[CONFIG])[int(rng.integers(len(r[CONFIG])))]
+    ),
     "total": lambda r, rng, c: r[X].update(total=[0.0, -1.0, float("nan"), float("inf"), "2",
                                                   1e-300][int(rng.integers(6))]),  # fmt: skip
     "length": lambda r, rng, c: r[X].update(length=int(r[X]["length"]) + int(rng.integers(1, 9))),

@@ -1,5 +1,7 @@
 """The KECO local round: buffer, roles under a deadline, soft-label tables, training."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +116,25 @@ def test_roles_follow_the_deadline(cfg):
     r3 = train_round(cfg, prof, state, w0, g, server_round=3, delta=0.5, temperature=1.0,
                      deadline_s=t_logits * 3, teacher=None)  # fmt: skip
     assert r3.role == ROLE_FRESH and r3.logits_round == 3
+
+
+def test_a_late_weights_only_client_reports_its_training_time(cfg):
+    """FedAvg has no logits to fall back on: a late client's compute time is its training's,
+    above the deadline, so the server can tell it from an on-time reply (no update either way
+    would crash Flower's FedAvg)."""
+    run = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, name="fedavg"))
+    w0, _, prof = setup(run)
+
+    def round_under(deadline_s: float):
+        state = LocalState.empty(run.scenario)
+        return train_round(run, prof, state, w0, None, server_round=2, delta=1.0,
+                           temperature=1.0, deadline_s=deadline_s, teacher=None)  # fmt: skip
+
+    on_time = round_under(float("inf"))
+    deadline = on_time.metrics["compute_s"] / 2
+    late = round_under(deadline)
+    assert on_time.model is not None and late.model is None
+    assert late.metrics["compute_s"] == on_time.metrics["compute_s"] > deadline
 
 
 def test_round_is_deterministic(cfg):
