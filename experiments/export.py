@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from common.config import ConfigError, FederatedRunConfig, federated_from_dict
-from common.mec import feature_scale, rollout
+from common.mec import feature_scale
+from common.mec.evaluate import task_states
 from common.mec.features import SCALAR_FIELDS, column_names
 from common.models import (
     NetPolicy,
@@ -131,25 +132,14 @@ def load_run(run_dir: Path) -> FederatedRunConfig:
 def check_states(cfg: FederatedRunConfig, policy: NetPolicy, n: int) -> tuple[np.ndarray, ...]:
     """``n`` states (raw features [n, F], histories [n, K, M]) the student meets in fresh
     episodes of the run's scenario."""
-    feats: list[np.ndarray] = []
-    hists: list[np.ndarray] = []
-
-    def record(obs, sim, actions) -> None:
-        e, d = np.nonzero(obs.mask)
-        feats.append(obs.features[e, d])
-        hists.append(obs.history[e])
-
     per_episode = max(1.0, cfg.scenario.n_devices * cfg.scenario.n_slots * 0.2)
     episodes = max(1, int(np.ceil(n / per_episode)))
     while True:
-        feats.clear()
-        hists.clear()
-        rollout(cfg.scenario, policy, episodes, CHECK_SEED, on_step=record)
-        if sum(len(f) for f in feats) >= n or episodes > 10_000:
+        f, h = task_states(cfg.scenario, policy, episodes, CHECK_SEED)
+        if len(f) >= n or episodes > 10_000:
             break
         episodes *= 2
-    f = np.concatenate(feats)[:n].astype(np.float32)
-    h = np.concatenate(hists)[:n].astype(np.float32)
+    f, h = f[:n].astype(np.float32), h[:n].astype(np.float32)
     if len(f) < n:
         raise ConfigError(f"the scenario yields only {len(f)} states for --states={n}")
     return f, h

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from common.config import FederatedRunConfig, ProxyConfig, ScenarioConfig
-from common.mec import DeviceProfile, feature_scale, n_features, rollout
+from common.mec import DeviceProfile, feature_scale, n_features
+from common.mec.evaluate import task_states
 from common.mec.policies import make_policy
 
 PROXY_SEED = 7_777_777
@@ -41,21 +42,16 @@ def proxy_states(
     """
     features: list[np.ndarray] = []
     histories: list[np.ndarray] = []
-
-    def record(obs, sim, actions) -> None:
-        e, n = np.nonzero(obs.mask)
-        features.append(obs.features[e, n])
-        histories.append(obs.history[e])
-
     policy = make_policy(proxy.policy)
     i = 0
     while i < (proxy.episodes or MAX_PROXY_EPISODES):
         load = loads[i % len(loads)]
         p = np.full(scenario.n_devices, min(1.0, scenario.effective_arrival_prob * load))
-        rollout(
-            scenario, policy, 1, PROXY_SEED + 1000 * seed + i,
-            profile=DeviceProfile(arrival_prob=p), on_step=record,
-        )  # fmt: skip
+        f, h = task_states(
+            scenario, policy, 1, PROXY_SEED + 1000 * seed + i, DeviceProfile(arrival_prob=p)
+        )
+        features.append(f)
+        histories.append(h)
         i += 1
         if proxy.episodes is None and sum(map(len, features)) >= 2 * proxy.size:
             break

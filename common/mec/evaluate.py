@@ -98,6 +98,30 @@ class TaskDataset:
         )
 
 
+def task_states(
+    scenario: ScenarioConfig,
+    policy: Policy,
+    episodes: int,
+    seed: int,
+    profile: DeviceProfile | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raw features [n, F] and histories [n, K, M] of every task ``policy`` meets in
+    ``episodes`` episodes (the states a proxy set or an export check is drawn from)."""
+    features: list[np.ndarray] = []
+    histories: list[np.ndarray] = []
+
+    def record(obs, sim, actions) -> None:
+        e, n = np.nonzero(obs.mask)
+        features.append(obs.features[e, n])
+        histories.append(obs.history[e])
+
+    rollout(scenario, policy, episodes, seed, profile=profile, on_step=record)
+    m = scenario.n_edges
+    if not features:
+        return np.zeros((0, n_features(m))), np.zeros((0, scenario.history_slots, m))
+    return np.concatenate(features), np.concatenate(histories)
+
+
 def collect_dataset(
     scenario: ScenarioConfig,
     behaviour: Policy,
