@@ -225,7 +225,7 @@ class Device:
         )  # fmt: skip
         self._save_state(state, server_round)
         metrics = {**result.metrics, "num-examples": result.num_examples}
-        metrics[LATE_KEY] = float(result.model is None or metrics[COMPUTE_KEY] > deadline)
+        metrics[LATE_KEY] = float(metrics[COMPUTE_KEY] > deadline)
         if self.cfg.strategy.name == "fedmeta2ag":
             metrics[EDGE_GROUP_KEY] = self.partition_id % self.cfg.strategy.edge_servers
         if result.model is None:  # late and dropped: no update, the round goes on without it
