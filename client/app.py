@@ -27,7 +27,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client.device import Device
-from common.config import ConfigError, FederatedRunConfig, federated_from_run_config
+from common.config import ConfigError
+from common.fed.settings import FederatedRunConfig, federated_from_run_config
 
 NODE_PARTITION = "partition-id"
 NODE_STATE_DIR = "state-dir"

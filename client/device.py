@@ -16,14 +16,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from common.config import (
-    PLAINTEXT_STRATEGIES,
-    FederatedRunConfig,
-    HEConfig,
-    ModelConfig,
-    ScenarioConfig,
-)
 from common.crypto import SECRET_CONTEXT_FILE, PayloadError, make_backend
+from common.crypto.params import HEConfig
 from common.fed import (
     LocalState,
     distill_global,
@@ -35,6 +29,9 @@ from common.fed import (
     train_round,
 )
 from common.fed.prepare import TEACHER_FILE
+from common.fed.settings import PLAINTEXT_STRATEGIES, FederatedRunConfig
+from common.mec.scenario import ScenarioConfig
+from common.models.nets import ModelConfig
 from common.protocol import (
     COMPUTE_KEY,
     CONFIG,

@@ -14,12 +14,89 @@ soft term's weight ``(1 − δ)·T²`` is capped at a multiple of the hard term'
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import ScheduleConfig, TargetConfig
+from common.config import (
+    ConfigError,
+    build,
+    check_positive,
+    check_positive_int,
+    check_unit,
+    to_dict,
+)
+
+SCHEDULE_KINDS = ("constant", "linear", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A scalar that moves from ``start`` to ``floor`` over ``length`` steps (KECO's δ)."""
+
+    kind: str = "linear"
+    """``constant`` (always start), ``linear``, ``cosine`` or ``step`` (start until ``length``,
+    then floor)."""
+    start: float = 0.75
+    """Value at step 0 (KECO: hard:soft 3:1 early, so δ = 0.75)."""
+    floor: float = 0.25
+    """Value from step ``length`` on (KECO: 1:3 late, so δ = 0.25)."""
+    length: int = 10
+    """Steps (rounds or optimiser steps) to go from start to floor."""
+
+    def validate(self, where: str = "schedule") -> ScheduleConfig:
+        if self.kind not in SCHEDULE_KINDS:
+            raise ConfigError(
+                f"{where}.kind must be one of {list(SCHEDULE_KINDS)}, got {self.kind!r}"
+            )
+        check_unit(self.start, f"{where}.start")
+        check_unit(self.floor, f"{where}.floor")
+        check_positive_int(self.length, f"{where}.length")
+        return self
+
+
+TARGET_KINDS = ("soft", "hard")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """How the oracle's per-action costs become a student's training targets."""
+
+    kind: str = "soft"
+    """``soft``: softmin over the oracle's predicted cost of every action,
+    ``q_a ∝ exp(−(c_a − min c)/temperature)``, so equally good actions get equal mass and
+    near-ties share it; ``hard``: one-hot of the oracle's argmin (ties go to the lowest index)."""
+    temperature: float = 0.3
+    """Softmin temperature in QoE units (a cost difference of ``temperature`` is a factor e;
+    on ``seed001`` the median gap between the two best actions is about 0.1)."""
+    permute_edges: bool = True
+    """Relabel the edge nodes of every minibatch sample at random (features, history and
+    targets alike), so that no EN index is favoured."""
+
+    def validate(self, where: str = "targets") -> TargetConfig:
+        if self.kind not in TARGET_KINDS:
+            raise ConfigError(
+                f"{where}.kind must be one of {list(TARGET_KINDS)}, got {self.kind!r}"
+            )
+        check_positive(self.temperature, f"{where}.temperature")
+        if not isinstance(self.permute_edges, bool):
+            raise ConfigError(
+                f"{where}.permute_edges must be true or false, got {self.permute_edges!r}"
+            )
+        return self
+
+
+def targets_from_dict(raw: Any, where: str = "targets") -> TargetConfig:
+    """Build and validate a :class:`TargetConfig`."""
+    return build(TargetConfig, to_dict(raw), where).validate(where)
+
+
+def schedule_from_dict(raw: Any, where: str = "schedule") -> ScheduleConfig:
+    """Build and validate a :class:`ScheduleConfig`."""
+    return build(ScheduleConfig, to_dict(raw), where).validate(where)
 
 
 def schedule_value(cfg: ScheduleConfig, step: int) -> float:

@@ -38,19 +38,8 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import (
-    CONF_DIR,
-    FEDERATED_METHODS,
-    HEURISTIC_METHODS,
-    FederatedRunConfig,
-    compose,
-    d3qn_from_dict,
-    ddpg_from_dict,
-    distill_from_dict,
-    federated_from_dict,
-    load_he,
-    model_from_dict,
-)
+from common.config import CONF_DIR, compose
+from common.crypto.params import load_he
 from common.fed import (
     ClientProfile,
     LocalState,
@@ -63,9 +52,11 @@ from common.fed import (
 )
 from common.fed.local import schedule_budget, schedule_devices
 from common.fed.prepare import TEACHER_FILE, needs_teacher, prepare_run_dir
+from common.fed.settings import FederatedRunConfig, federated_from_dict
 from common.mec import collect_dataset, feature_scale
-from common.mec.policies import make_policy
+from common.mec.policies import HEURISTIC_METHODS, make_policy
 from common.models import NetPolicy, build_for_scenario, count_params
+from common.models.nets import model_from_dict
 from common.training import (
     distill_student,
     normalize,
@@ -73,6 +64,10 @@ from common.training import (
     teacher_outputs,
     train_d3qn,
 )
+from common.training.d3qn import d3qn_from_dict
+from common.training.ddpg import ddpg_from_dict
+from common.training.distill_offline import distill_from_dict
+from experiments.tasks.study_settings import FEDERATED_METHODS
 
 log = logging.getLogger("keco")
 

@@ -48,7 +48,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from common.config import ConfigError, FederatedRunConfig, compose, federated_from_dict
+from common.config import ConfigError, compose
+from common.fed.settings import FederatedRunConfig, federated_from_dict
 from experiments.deploy_lib.cli import FlwrCli, write_run_config
 from experiments.deploy_lib.cluster import Cluster, Layout, provision
 from experiments.deploy_lib.pki import DEFAULT_SERVER_NAMES

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import ConfigError, FederatedRunConfig, federated_from_dict
+from common.config import ConfigError
+from common.fed.settings import FederatedRunConfig, federated_from_dict
 from common.mec import feature_scale
 from common.mec.evaluate import task_states
 from common.mec.features import SCALAR_FIELDS, column_names

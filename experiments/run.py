@@ -12,16 +12,36 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import ConfigError, logger_from_dict, optimized_metric
+from common.config import ConfigError
 from experiments import tracking
 from experiments.logs import setup_logging
 from experiments.tasks import get_task
+from experiments.tracking import logger_from_dict
+
+
+def optimized_metric(results: Mapping[str, Any], path: str) -> float:
+    """The number at dotted ``path`` of a run's results (``summary.final_qoe``): what a
+    hyperparameter search optimises (``optimized_metric`` in the config)."""
+    node: Any = results
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            valid = sorted(node) if isinstance(node, Mapping) else []
+            raise ConfigError(
+                f"optimized_metric={path!r}: the run's results have no {key!r} there; "
+                f"keys at that level: {valid}"
+            )
+        node = node[key]
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise ConfigError(f"optimized_metric={path!r} is not a number in the results: {node!r}")
+    return float(node)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

@@ -8,13 +8,53 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from common.config import ConfigError, simulate_from_dict
+from common.config import ConfigError, to_dict
 from common.mec import evaluate_policy
 from common.mec.policies import make_policy
+from common.mec.scenario import ScenarioConfig, scenario_from_dict
+
+# --------------------------------------------------------------------------------------------
+# Simulator CLI / benchmark
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Arguments of ``python -m experiments.simulate``."""
+
+    scenario: ScenarioConfig
+    policy: str
+    episodes: int
+    seed: int
+    batch: int
+    """Episodes simulated in parallel (vectorised); results do not depend on it."""
+
+
+def simulate_from_dict(raw: Any) -> SimulateConfig:
+    """Validate the simulate CLI's config; unknown policies fail with the list of valid ones."""
+    from common.mec.policies import POLICIES
+
+    d = to_dict(raw)
+    scenario = scenario_from_dict(d.get("scenario"))
+    policy = d.get("policy")
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown policy {policy!r}; valid policies are {sorted(POLICIES)}")
+    episodes = d.get("episodes", 10)
+    if not isinstance(episodes, int) or episodes <= 0:
+        raise ConfigError(f"episodes must be a positive integer, got {episodes!r}")
+    seed = d.get("seed", 0)
+    if not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    batch = d.get("batch", 200)
+    if not isinstance(batch, int) or batch <= 0:
+        raise ConfigError(f"batch must be a positive integer, got {batch!r}")
+    return SimulateConfig(scenario, policy, episodes, seed, batch)
 
 
 def simulate(cfg: DictConfig | dict) -> dict:

@@ -37,7 +37,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, LoggerConfig, logger_from_dict
+from common.config import ConfigError, build, to_dict
+
+# --------------------------------------------------------------------------------------------
+# Experiment tracking (conf/logger/*.yaml) and hyperparameter search
+# --------------------------------------------------------------------------------------------
+LOGGERS = ("csv", "tensorboard", "wandb")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    """Where a run's per-round rows, policy table and figures are tracked (``logger=...``)."""
+
+    name: str = "csv"
+    """``csv`` (files in the run directory), ``tensorboard`` (event files) or ``wandb``."""
+    dir: str | None = None
+    """Where the tracker writes; ``None``: inside the run directory."""
+    mode: str = "offline"
+    """wandb: ``offline`` (default; ``wandb sync`` uploads later), ``online`` or ``disabled``."""
+    project: str = "keco-flower"
+    """wandb project."""
+    entity: str | None = None
+    """wandb entity (user or team); ``None``: the account's default."""
+    group: str | None = None
+    """wandb group; ``None``: the sweep's name in a ``-m`` sweep, no group in a single run."""
+    tags: tuple[str, ...] = ()
+    """wandb tags."""
+
+    def validate(self) -> LoggerConfig:
+        if self.name not in LOGGERS:
+            raise ConfigError(
+                f"logger.name must be one of {list(LOGGERS)} (choose with logger=<name>), "
+                f"got {self.name!r}"
+            )
+        if self.mode not in WANDB_MODES:
+            raise ConfigError(f"logger.mode must be one of {list(WANDB_MODES)}, got {self.mode!r}")
+        return self
+
+
+def logger_from_dict(raw: Any) -> LoggerConfig:
+    """Build and validate a :class:`LoggerConfig` from the ``logger`` node (``None``: csv)."""
+    d = to_dict(raw)
+    if "tags" in d:
+        d["tags"] = tuple(str(t) for t in d["tags"] or ())
+    return build(LoggerConfig, d, "logger").validate()
+
 
 log = logging.getLogger("keco")
 

@@ -18,8 +18,8 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import FederatedRunConfig, federated_from_run_config
 from common.fed.prepare import prepare_run_dir
+from common.fed.settings import FederatedRunConfig, federated_from_run_config
 from server.run import run_server
 
 

@@ -18,10 +18,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.crypto import PUBLIC_CONTEXT_FILE, make_backend
 from common.distill import schedule_value
 from common.fed import distill_global, initial_weights, knowledge_shape
+from common.fed.settings import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.protocol import (
     SUMMED_METRICS,
     GlobalSums,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from common.config import HEConfig, load_he
 from common.crypto.keygen import generate_keys
+from common.crypto.params import HEConfig, load_he
 
 
 @pytest.fixture(scope="session")

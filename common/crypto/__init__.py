@@ -11,10 +11,9 @@ from common.crypto.backend import (
     EncryptedSum,
     LoadedVector,
     PlainBackend,
-    holds_secret_key,
-    make_backend,
     params_hash,
 )
+from common.crypto.factory import holds_secret_key, make_backend
 from common.crypto.packing import (
     chunk_count,
     join_chunks,

@@ -13,13 +13,12 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.config import HEConfig
 from common.crypto.packing import as_flat, chunk_count, chunk_sizes, join_chunks, split_chunks
+from common.crypto.params import HEConfig
 from common.crypto.payload import CryptoError, EncryptedVector, PayloadError, digest
 
 SECRET_CONTEXT_FILE = "secret.ctx"
@@ -302,28 +301,3 @@ class PlainBackend(Backend):
 
     def _add(self, acc: np.ndarray, other: np.ndarray) -> np.ndarray:
         return acc + other
-
-
-def make_backend(cfg: HEConfig, context_path: str | Path | None = None) -> Backend:
-    """The backend for a run: plaintext for ``he=off``, else CKKS from a context file.
-
-    Servers pass ``public.ctx`` (they can add and encrypt but not decrypt); clients pass
-    ``secret.ctx``.
-    """
-    if not cfg.enabled:
-        return PlainBackend(cfg)
-    if context_path is None:
-        raise CryptoError(
-            f"he.scheme={cfg.scheme!r} needs a context file: public.ctx for the server, "
-            f"secret.ctx for clients (create them with `python -m common.crypto.keygen`)"
-        )
-    from common.crypto.ckks import CKKSBackend  # TenSEAL is only needed when HE is on
-
-    return CKKSBackend.from_file(context_path, cfg)
-
-
-def holds_secret_key(context_path: str | Path) -> bool:
-    """Whether the serialised CKKS context at ``context_path`` carries a secret key."""
-    from common.crypto.ckks import load_context
-
-    return load_context(context_path).has_secret_key()

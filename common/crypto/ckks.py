@@ -6,7 +6,7 @@ hold the secret key, so their uploads are encrypted *symmetrically* and serialis
 seed in place of the second polynomial: half the bytes of a public-key ciphertext. The server
 adds ciphertexts at the single data level with the public context only; a client decrypts a
 sum and rounds it to the exact integer sum (the noise stays far below 1/2, see
-:meth:`common.config.HEConfig.check_run`).
+:meth:`common.crypto.params.HEConfig.check_run`).
 
 TenSEAL is imported here (and in ``keygen``) only. Its context files hold the keys; its SEAL API
 (``tenseal.sealapi``) does the encoding, the seeded encryption and the additions, which the
@@ -25,8 +25,8 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as seal
 
-from common.config import HEConfig
 from common.crypto.backend import Backend, params_hash
+from common.crypto.params import HEConfig
 from common.crypto.payload import CryptoError
 
 SEAL_HEADER = struct.Struct("<HBBBBHQ")

@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from common.config import HEConfig, load_he
 from common.crypto.backend import PUBLIC_CONTEXT_FILE, SECRET_CONTEXT_FILE, params_hash
 from common.crypto.ckks import build_context, key_id, public_copy, serialize_context
+from common.crypto.params import HEConfig, load_he
 from common.crypto.payload import CryptoError
 
 MANIFEST_FILE = "keys.json"

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig, ModelConfig, ScenarioConfig
 from common.distill import (
     class_mean_logits,
     cost_targets,
@@ -39,6 +38,7 @@ from common.distill import (
 )
 from common.fed.profiles import ClientProfile, compute_seconds
 from common.fed.proxy import proxy_logits, proxy_tensors
+from common.fed.settings import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.mec import (
     DeviceProfile,
     MECBatch,
@@ -50,6 +50,7 @@ from common.mec import (
     n_features,
 )
 from common.mec.policies import oracle
+from common.mec.scenario import ScenarioConfig
 from common.models import (
     NetPolicy,
     build_for_scenario,
@@ -57,6 +58,7 @@ from common.models import (
     flatten_params,
     unflatten_params,
 )
+from common.models.nets import ModelConfig
 from common.training import fit, permute_edges_batch
 
 ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH = "x", "u", "v"

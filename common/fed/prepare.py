@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from common.config import ConfigError, FederatedRunConfig
+from common.config import ConfigError
 from common.crypto import PUBLIC_CONTEXT_FILE, SECRET_CONTEXT_FILE, make_backend, params_hash
 from common.fed.local import save_teacher
+from common.fed.settings import FederatedRunConfig
 from common.models import build_for_scenario
 
 TEACHER_FILE = "teacher.pt"

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.config import FederatedRunConfig, ScenarioConfig
+from common.fed.settings import FederatedRunConfig
 from common.mec import DeviceProfile
+from common.mec.scenario import ScenarioConfig
 
 
 @dataclass(frozen=True)

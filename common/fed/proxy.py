@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import FederatedRunConfig, ProxyConfig, ScenarioConfig
+from common.fed.settings import FederatedRunConfig, ProxyConfig
 from common.mec import DeviceProfile, feature_scale, n_features
 from common.mec.evaluate import task_states
 from common.mec.policies import make_policy
+from common.mec.scenario import ScenarioConfig
 
 PROXY_SEED = 7_777_777
 """Public seed of the proxy episodes (offset by the run's seed, which is public too)."""

@@ -32,7 +32,7 @@ slot; ``info["device_reward"]`` splits it per device. QoE per task is
 holds the episode's metrics (QoE per task, drop ratio, delay, energy, …).
 
 **Arguments**: ``scenario`` (a preset name of ``conf/scenario/`` or a
-:class:`common.config.ScenarioConfig`), ``profile`` (per-device overrides, non-IID devices),
+:class:`common.mec.scenario.ScenarioConfig`), ``profile`` (per-device overrides, non-IID devices),
 ``normalize`` and any scenario field as a keyword (``n_devices=8``, ``arrival_prob=0.5``, …).
 
 **Seeding**: ``reset(seed=...)`` draws all randomness of the episode from ``self.np_random``.
@@ -46,9 +46,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from common.config import ScenarioConfig, load_scenario
 from common.mec.features import feature_scale, n_features
 from common.mec.policies import make_policy
+from common.mec.scenario import ScenarioConfig, load_scenario
 from common.mec.sim import DeviceProfile, MECBatch, Observation
 
 DEFAULT_SCENARIO = "qeco"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.config import ScenarioConfig
 from common.mec.features import n_features
 from common.mec.policies import Policy, oracle
+from common.mec.scenario import ScenarioConfig
 from common.mec.sim import DeviceProfile, MECBatch, summarize
 
 

@@ -36,8 +36,8 @@ except ImportError as err:  # pragma: no cover - the message is the point
         "common.mec.multiagent needs PettingZoo: pip install 'keco-flower[rl]' (or pettingzoo)"
     ) from err
 
-from common.config import ScenarioConfig
 from common.mec.env import DEFAULT_SCENARIO, MECEnv
+from common.mec.scenario import ScenarioConfig
 from common.mec.sim import DeviceProfile
 
 

@@ -301,3 +301,7 @@ def make_policy(name: str) -> Policy:
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; valid policies are {sorted(POLICIES)}")
     return POLICIES[name]
+
+
+HEURISTIC_METHODS = ("all_local", "all_offload", "random", "greedy", "load_balance", "oracle")
+"""The policies a study or a proxy set may name as methods: the public heuristics and the oracle."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from common.config import PRESETS
+from common.mec.scenario import PRESETS
 
 NAMESPACE = "keco"
 ENV_ID = f"{NAMESPACE}/MEC-v0"

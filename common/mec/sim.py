@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.config import ScenarioConfig
 from common.mec import features as fl
+from common.mec.scenario import ScenarioConfig
 
 # Task status codes (int8 per task).
 NONE, LQ, LRUN, TXQ, TXRUN, EQ, ERUN, DONE, DROPPED, FAILED = range(10)

@@ -23,7 +23,6 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from common.config import ScenarioConfig
 from common.mec.env import (
     DEFAULT_SCENARIO,
     ObservationCodec,
@@ -32,6 +31,7 @@ from common.mec.env import (
     make_scenario,
 )
 from common.mec.policies import make_policy
+from common.mec.scenario import ScenarioConfig
 from common.mec.sim import DeviceProfile, MECBatch, Observation
 
 

@@ -16,12 +16,85 @@ A student is the same class built from ``ModelConfig.scaled(ratio)``: every hidd
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import ModelConfig
+from common.config import ConfigError, as_ints, build, check_positive_int, finite, to_dict
 from common.mec.features import n_features
+
+MODEL_ARCHS = ("cnn", "lstm_dueling", "mlp")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A teacher or student offloading network (``conf/model/*.yaml``)."""
+
+    arch: str = "cnn"
+    """``cnn`` (KECO teacher), ``lstm_dueling`` (KD-D3QN teacher) or ``mlp`` (small student)."""
+    ratio: float = 1.0
+    """Multiplier on every hidden width (conv channels, LSTM units, FC units); students use < 1
+    (KD-D3QN's STUDENT_RATIO)."""
+    hidden: tuple[int, ...] = (128,)
+    """Widths of the fully connected ReLU layers after the history and the instantaneous
+    features are joined (before the output heads)."""
+    dueling: bool = True
+    """Dueling heads Q = V + A − mean(A); ``False`` gives one linear head."""
+    conv_channels: tuple[int, ...] = (32, 64)
+    """``cnn``: output channels of the two conv layers (KECO: 32 then 64)."""
+    kernel_size: int = 6
+    """``cnn``: square conv kernel, stride 1 (KECO: 6×6)."""
+    pool_size: int = 2
+    """``cnn``: square max-pool window and stride (KECO: 2×2, stride 2)."""
+    map_size: int = 32
+    """``cnn``: the K×M load history is resized (nearest neighbour) to map_size × map_size so
+    that conv-pool-conv-pool with 6×6 kernels is valid (needs >= 19)."""
+    lstm_hidden: int = 24
+    """``lstm_dueling``: LSTM units over the K-slot history."""
+    map_hidden: int = 64
+    """``cnn``: width of the FC layer on the pooled conv features, before the instantaneous
+    features are joined (so the 1,024 map features do not drown the task's feature row)."""
+
+    def scaled(self, ratio: float) -> ModelConfig:
+        """The student of this network: same topology, hidden widths × ``ratio``."""
+        return dataclasses.replace(self, ratio=float(ratio)).validate()
+
+    def validate(self) -> ModelConfig:
+        if self.arch not in MODEL_ARCHS:
+            raise ConfigError(f"model.arch must be one of {list(MODEL_ARCHS)}, got {self.arch!r}")
+        if not finite(self.ratio) or not 0.0 < self.ratio <= 4.0:
+            raise ConfigError(f"model.ratio must be in (0, 4], got {self.ratio!r}")
+        as_ints(self.hidden, "model.hidden", allow_empty=True)
+        if len(as_ints(self.conv_channels, "model.conv_channels")) != 2:
+            raise ConfigError(f"model.conv_channels needs two values, got {self.conv_channels!r}")
+        for name in ("kernel_size", "pool_size", "map_size", "lstm_hidden", "map_hidden"):
+            check_positive_int(getattr(self, name), f"model.{name}")
+        if not isinstance(self.dueling, bool):
+            raise ConfigError(f"model.dueling must be true or false, got {self.dueling!r}")
+        k, p = self.kernel_size, self.pool_size
+        side = ((self.map_size - k + 1) // p - k + 1) // p
+        if self.arch == "cnn" and side < 1:
+            raise ConfigError(
+                f"model.map_size={self.map_size} is too small for two {k}x{k} convs each followed "
+                f"by a {p}x{p} pool; use at least {(k - 1 + p * (k - 1 + p))}"
+            )
+        return self
+
+
+def model_from_dict(raw: Any) -> ModelConfig:
+    """Build and validate a :class:`ModelConfig` (``conf/model/<name>.yaml``)."""
+    d = to_dict(raw)
+    d.pop("_target_", None)
+    for name in ("hidden", "conv_channels"):
+        if name in d:
+            d[name] = as_ints(d[name], f"model.{name}", allow_empty=name == "hidden")
+    if "ratio" in d and isinstance(d["ratio"], int) and not isinstance(d["ratio"], bool):
+        d["ratio"] = float(d["ratio"])
+    return build(ModelConfig, d, "model").validate()
 
 
 def scale_width(width: int, ratio: float) -> int:
@@ -132,6 +205,6 @@ def build_model(cfg: ModelConfig, n_features: int, history_slots: int, n_edges: 
 
 
 def build_for_scenario(cfg: ModelConfig, scenario: object) -> nn.Module:
-    """Instantiate ``cfg`` with the input sizes of a :class:`common.config.ScenarioConfig`."""
+    """Instantiate ``cfg`` with the input sizes of a :class:`common.mec.scenario.ScenarioConfig`."""
     n_edges = scenario.n_edges  # type: ignore[attr-defined]
     return build_model(cfg, n_features(n_edges), scenario.history_slots, n_edges)  # type: ignore[attr-defined]

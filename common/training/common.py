@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import ScenarioConfig, TargetConfig
-from common.distill import cost_targets
+from common.distill import TargetConfig, cost_targets
 from common.mec import DeviceProfile, TaskDataset, feature_scale, rollout, summarize
 from common.mec.features import edge_permutation_index
+from common.mec.scenario import ScenarioConfig
 from common.progress import Progress
 
 

@@ -22,15 +22,77 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import D3QNConfig, ScenarioConfig
+from common.config import (
+    ConfigError,
+    build,
+    check_positive,
+    check_positive_int,
+    check_unit,
+    to_dict,
+)
 from common.mec import DeviceProfile, MECBatch, feature_scale, n_features
 from common.mec.policies import make_policy
+from common.mec.scenario import ScenarioConfig
+
+
+@dataclass(frozen=True)
+class D3QNConfig:
+    """Double DQN with dueling heads, shared across devices (KD-D3QN §5.2)."""
+
+    episodes: int = 60
+    """Training episodes in total (simulated ``parallel_episodes`` at a time)."""
+    parallel_episodes: int = 4
+    """Episodes simulated at once between learning phases."""
+    gamma: float = 0.9
+    """Discount between a device's consecutive tasks (Tang & Wong: 0.9)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 256
+    """Transitions per optimiser step."""
+    buffer_size: int = 100000
+    """Replay memory, transitions."""
+    updates_per_episode: int = 40
+    """Optimiser steps after each simulated episode."""
+    target_every: int = 200
+    """Optimiser steps between copies of the online network into the target network."""
+    eps_start: float = 1.0
+    """ε of ε-greedy at the first episode."""
+    eps_end: float = 0.02
+    """ε after ``eps_decay_fraction`` of the episodes."""
+    eps_decay_fraction: float = 0.6
+    """Fraction of the episodes over which ε decays linearly."""
+    heuristic_prob: float = 0.5
+    """KD-D3QN's heuristic-guided exploration: an exploring task takes the ``heuristic``
+    policy's action with this probability, else a uniform random one (0 = plain ε-greedy)."""
+    heuristic: str = "greedy"
+    """Policy of ``common.mec.policies`` that guides exploration."""
+    grad_clip: float = 10.0
+    """Max global gradient norm."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this before learning (QoE rewards are O(10–40))."""
+
+    def validate(self, where: str = "d3qn") -> D3QNConfig:
+        for name in ("episodes", "parallel_episodes", "batch_size", "buffer_size", "target_every"):
+            check_positive_int(getattr(self, name), f"{where}.{name}")
+        if not isinstance(self.updates_per_episode, int) or self.updates_per_episode < 0:
+            raise ConfigError(f"{where}.updates_per_episode must be an integer >= 0")
+        for name in ("gamma", "eps_start", "eps_end", "eps_decay_fraction", "heuristic_prob"):
+            check_unit(getattr(self, name), f"{where}.{name}")
+        for name in ("lr", "grad_clip", "reward_scale"):
+            check_positive(getattr(self, name), f"{where}.{name}")
+        return self
+
+
+def d3qn_from_dict(raw: Any, where: str = "d3qn") -> D3QNConfig:
+    """Build and validate a :class:`D3QNConfig`."""
+    return build(D3QNConfig, to_dict(raw), where).validate(where)
 
 
 @dataclass

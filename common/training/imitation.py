@@ -1,5 +1,5 @@
 """Deep imitation learning (DIL, seed 002): supervised learning of the oracle's decisions (its
-cost-aware targets, :class:`common.config.TargetConfig`).
+cost-aware targets, :class:`common.distill.TargetConfig`).
 
 The oracle is a full-information solver; the network sees only its device's observation. Data
 come from rolling out the oracle (round 0) and then, DAgger-style, the network itself, always
@@ -8,19 +8,64 @@ labelled by the oracle, so the network also learns to recover from states it vis
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import ImitationConfig, ScenarioConfig
+from common.config import ConfigError, build, check_positive, check_positive_int, finite, to_dict
+from common.distill import TargetConfig, targets_from_dict
 from common.mec import DeviceProfile, TaskDataset, collect_dataset, feature_scale
 from common.mec.policies import make_policy
+from common.mec.scenario import ScenarioConfig
 from common.models import NetPolicy
 from common.training.common import fit, normalize, permute_edges_batch
+
+
+@dataclass(frozen=True)
+class ImitationConfig:
+    """Supervised imitation of the oracle's labels (DIL, seed 002)."""
+
+    episodes: int = 40
+    """Episodes simulated per data-collection round."""
+    dagger_rounds: int = 1
+    """Extra collection rounds with the current network as behaviour policy (labels still from
+    the oracle), so it also learns the states it visits itself (DAgger)."""
+    steps: int = 3000
+    """Adam steps of the first round (each DAgger round adds half as many)."""
+    batch_size: int = 256
+    """Samples per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate (KECO: 0.001)."""
+    weight_decay: float = 0.0
+    """Adam L2 penalty."""
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    """Training targets from the oracle's costs."""
+
+    def validate(self, where: str = "imitation") -> ImitationConfig:
+        for name in ("episodes", "steps", "batch_size"):
+            check_positive_int(getattr(self, name), f"{where}.{name}")
+        if not isinstance(self.dagger_rounds, int) or self.dagger_rounds < 0:
+            raise ConfigError(
+                f"{where}.dagger_rounds must be an integer >= 0, got {self.dagger_rounds!r}"
+            )
+        check_positive(self.lr, f"{where}.lr")
+        if not finite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay must be >= 0, got {self.weight_decay!r}")
+        self.targets.validate(f"{where}.targets")
+        return self
+
+
+def imitation_from_dict(raw: Any, where: str = "imitation") -> ImitationConfig:
+    """Build and validate an :class:`ImitationConfig`."""
+    d = to_dict(raw)
+    targets = targets_from_dict(d.pop("targets", {}), f"{where}.targets")
+    return dataclasses.replace(build(ImitationConfig, d, where), targets=targets).validate(where)
 
 
 @dataclass

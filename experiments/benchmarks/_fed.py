@@ -242,8 +242,9 @@ def prepare_teacher(work_dir: Path, overrides: Sequence[str]) -> Path:
 
     Only its architecture matters for timing, so every run of the bench reuses it.
     """
-    from common.config import compose, federated_from_dict
+    from common.config import compose
     from common.fed.prepare import ensure_teacher
+    from common.fed.settings import federated_from_dict
 
     teacher_dir = work_dir / "teacher"
     teacher_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,7 @@ def run_federation(
     :func:`server.loop.fast_simulation_polling`). Raises ``RuntimeError`` with the child's log
     tail if it fails.
     """
-    from common.config import default_client_dir
+    from common.fed.settings import default_client_dir
     from server.loop import CHECKPOINT_DIR, STOCK_POLLING_ENV
 
     run_dir = work_dir / label
@@ -520,8 +521,9 @@ class FedBench:
 
     def describe(self, overrides: Sequence[str] = ()) -> dict[str, Any]:
         """The sizes the runs use (scenario, networks, local work), for the report."""
-        from common.config import compose, federated_from_dict
+        from common.config import compose
         from common.fed import build_student
+        from common.fed.settings import federated_from_dict
         from common.models import build_for_scenario, count_params
 
         cfg = federated_from_dict(
@@ -556,8 +558,9 @@ class FedBench:
 def _child(spec_path: str) -> None:
     t0 = time.perf_counter()
     spec = json.loads(Path(spec_path).read_text())
-    from common.config import compose, federated_from_dict
+    from common.config import compose
     from common.fed.prepare import prepare_run_dir
+    from common.fed.settings import federated_from_dict
     from experiments.tasks.federation import simulate
     from server.loop import fast_simulation_polling
 

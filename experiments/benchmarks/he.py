@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from flwr.app import Message, MessageType, Metadata
 
-from common.config import HE_MAX_COEFF_BITS, load_he
 from common.crypto import PlainBackend, make_backend
 from common.crypto.keygen import generate_keys
+from common.crypto.params import HE_MAX_COEFF_BITS, load_he
 from common.protocol import ROLE_FRESH, ROLE_ON_TIME, ROLE_STALE, build_upload, read_global
 from experiments.benchmarks._fed import (
     FedBench,

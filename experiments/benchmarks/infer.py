@@ -30,8 +30,9 @@ from typing import Any
 import torch
 import yaml
 
-from common.config import CONF_DIR, load_scenario, model_from_dict
+from common.config import CONF_DIR
 from common.mec import n_features
+from common.mec.scenario import load_scenario
 from common.models import (
     Exported,
     build_for_scenario,
@@ -43,6 +44,7 @@ from common.models import (
     quantize_int8,
     quantize_int8_static,
 )
+from common.models.nets import model_from_dict
 from experiments.benchmarks._fed import emit_table, fmt, markdown_table
 
 STUDENT_RATIO_TARGET = 0.5

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.config import load_scenario
 from common.mec import evaluate_policy
 from common.mec.policies import make_policy
+from common.mec.scenario import load_scenario
 from experiments.benchmarks._fed import emit_table
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import httpx
 
-from common.config import FederatedRunConfig
 from common.crypto import SECRET_CONTEXT_FILE
 from common.fed.prepare import TEACHER_FILE, provision_deployment
+from common.fed.settings import FederatedRunConfig
 from experiments.deploy_lib.cli import FlwrCli, base_env
 from experiments.deploy_lib.pki import DEFAULT_SERVER_NAMES, make_auth_keypair, make_tls
 from experiments.deploy_lib.procs import Proc, Processes, free_port, wait_for

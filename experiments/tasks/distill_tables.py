@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,16 @@ from omegaconf import DictConfig, OmegaConf
 from common.config import (
     CONF_DIR,
     ConfigError,
-    DistillTablesConfig,
-    ModelConfig,
-    ScenarioConfig,
-    distill_tables_from_dict,
-    model_from_dict,
-    scenario_from_dict,
+    as_floats,
+    as_ints,
+    build,
+    check_positive_int,
+    finite,
+    to_dict,
 )
 from common.mec import MECBatch, collect_dataset, feature_scale, n_features
 from common.mec.policies import POLICIES, make_policy
+from common.mec.scenario import ScenarioConfig, scenario_from_dict
 from common.models import (
     NetPolicy,
     build_for_scenario,
@@ -49,6 +52,7 @@ from common.models import (
     quantize_int8,
 )
 from common.models.latency import latency_samples_us
+from common.models.nets import MODEL_ARCHS, ModelConfig, model_from_dict
 from common.training import (
     distill_student,
     evaluate_episodes,
@@ -58,6 +62,102 @@ from common.training import (
     train_d3qn,
     train_imitation,
 )
+from common.training.d3qn import D3QNConfig, d3qn_from_dict
+from common.training.distill_offline import DistillConfig, distill_from_dict
+from common.training.imitation import ImitationConfig, imitation_from_dict
+
+TEACHER_TRAINING = ("imitation", "d3qn", "d3qn_warm")
+
+
+@dataclass(frozen=True)
+class DistillTablesConfig:
+    """``experiment=distill_tables``: KD-D3QN's Tables 1–3 on a centralised teacher/student."""
+
+    task: str = "distill_tables"
+    """Dispatch key of ``experiments.run``."""
+    teacher_training: str = "imitation"
+    """How the teacher (``cfg.model``) is trained: ``imitation`` of the oracle (DIL),
+    ``d3qn`` from scratch, or ``d3qn_warm`` (D3QN fine-tuning of the imitation teacher)."""
+    student_ratio: float = 0.4
+    """Ratio of the student of Tables 1 and 3 (KD-D3QN's choice)."""
+    student_arch: str | None = None
+    """Student architecture; ``None`` = the teacher's, scaled by the ratio."""
+    ratios: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+    """Rows of Table 2."""
+    distill_checkpoints: tuple[int, ...] = (500, 1000, 2000, 5000, 10000, 20000)
+    """Rows of Table 1: the student of one distillation run, evaluated after these steps."""
+    distill_episodes: int = 40
+    """Episodes of teacher-visited states in the offline distillation dataset."""
+    eval_episodes: int = 50
+    """Evaluation episodes of every table cell (mean ± std over them)."""
+    eval_seed: int = 10000
+    """Seed of the evaluation episodes (the same for every policy)."""
+    heuristics: tuple[str, ...] = ("all_local", "all_offload", "random", "greedy", "load_balance")
+    """Reference rows (the oracle is always added)."""
+    scratch: bool = True
+    """Also train the student network from scratch with D3QN (the "without distillation" row)."""
+    int8: bool = True
+    """Also evaluate the int8 dynamically quantised student (DDLRO)."""
+    latency_reps: int = 2000
+    """Batch-1 forward passes per latency measurement (median reported)."""
+    agreement_states: int = 20000
+    """States on which the int8 and float students' decisions are compared."""
+    imitation: ImitationConfig = field(default_factory=ImitationConfig)
+    """Teacher imitation training."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Offline distillation (``steps`` is used by Table 2 and 3; Table 1 runs to the largest
+    checkpoint)."""
+    d3qn: D3QNConfig = field(default_factory=D3QNConfig)
+    """Teacher D3QN training (``teacher_training`` = d3qn / d3qn_warm)."""
+    scratch_d3qn: D3QNConfig = field(default_factory=D3QNConfig)
+    """D3QN training of the student network from scratch."""
+
+    def validate(self) -> DistillTablesConfig:
+        w = "experiment"
+        if self.teacher_training not in TEACHER_TRAINING:
+            raise ConfigError(
+                f"{w}.teacher_training must be one of {list(TEACHER_TRAINING)}, "
+                f"got {self.teacher_training!r}"
+            )
+        if self.student_arch is not None and self.student_arch not in MODEL_ARCHS:
+            raise ConfigError(
+                f"{w}.student_arch must be null or one of {list(MODEL_ARCHS)}, "
+                f"got {self.student_arch!r}"
+            )
+        if not finite(self.student_ratio) or not 0 < self.student_ratio <= 4:
+            raise ConfigError(f"{w}.student_ratio must be in (0, 4], got {self.student_ratio!r}")
+        if any(not 0 < r <= 4 for r in self.ratios):
+            raise ConfigError(f"{w}.ratios must be in (0, 4], got {list(self.ratios)}")
+        as_ints(self.distill_checkpoints, f"{w}.distill_checkpoints")
+        for name in ("distill_episodes", "eval_episodes", "latency_reps", "agreement_states"):
+            check_positive_int(getattr(self, name), f"{w}.{name}")
+        if not isinstance(self.eval_seed, int):
+            raise ConfigError(f"{w}.eval_seed must be an integer, got {self.eval_seed!r}")
+        return self
+
+
+def distill_tables_from_dict(raw: Any) -> DistillTablesConfig:
+    """Build and validate a :class:`DistillTablesConfig` (``conf/experiment/distill_tables``)."""
+    d = to_dict(raw)
+    subs = {
+        "imitation": imitation_from_dict(d.pop("imitation", {}), "experiment.imitation"),
+        "distill": distill_from_dict(d.pop("distill", {}), "experiment.distill"),
+        "d3qn": d3qn_from_dict(d.pop("d3qn", {}), "experiment.d3qn"),
+        "scratch_d3qn": d3qn_from_dict(d.pop("scratch_d3qn", {}), "experiment.scratch_d3qn"),
+    }
+    if "ratios" in d:
+        d["ratios"] = tuple(float(r) for r in as_floats(d["ratios"], "experiment.ratios"))
+    if "distill_checkpoints" in d:
+        d["distill_checkpoints"] = as_ints(
+            d["distill_checkpoints"], "experiment.distill_checkpoints"
+        )
+    if "heuristics" in d:
+        d["heuristics"] = tuple(str(h) for h in d["heuristics"])
+    if "student_ratio" in d and finite(d["student_ratio"]):
+        d["student_ratio"] = float(d["student_ratio"])
+    cfg = build(DistillTablesConfig, d, "experiment")
+    return dataclasses.replace(cfg, **subs).validate()
+
 
 # Columns of the tables: (header, per-episode metric, decimals)
 CELL_COLUMNS = (

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig, federated_from_dict
 from common.crypto import SECRET_CONTEXT_FILE, make_backend
 from common.fed import (
     LocalState,
@@ -33,6 +32,7 @@ from common.fed import (
     load_teacher,
 )
 from common.fed.prepare import TEACHER_FILE, prepare_run_dir
+from common.fed.settings import PLAINTEXT_STRATEGIES, FederatedRunConfig, federated_from_dict
 from common.mec import evaluate_policy, feature_scale, n_features
 from common.mec.policies import make_policy
 from common.models import NetPolicy, count_params, measure_latency_us

@@ -29,21 +29,16 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import (
-    ConfigError,
-    FederatedRunConfig,
-    ScenarioConfig,
-    StudyConfig,
-    federated_from_dict,
-    scenario_from_dict,
-    study_from_dict,
-)
+from common.config import ConfigError
 from common.fed import federation_profile
+from common.fed.settings import FederatedRunConfig, federated_from_dict
 from common.mec import rollout
+from common.mec.scenario import ScenarioConfig, scenario_from_dict
 from common.progress import progress
 from common.training import evaluate_episodes
 from experiments.baselines import StudyContext, Trained, method_config, train_methods
 from experiments.logs import setup_logging
+from experiments.tasks.study_settings import StudyConfig, study_from_dict
 
 log = logging.getLogger("keco")
 

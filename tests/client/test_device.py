@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.device import Device
-from common.config import compose, federated_from_dict
+from common.config import compose
 from common.crypto import CryptoError, PayloadError
 from common.crypto.payload import digest
 from common.fed.prepare import prepare_run_dir
+from common.fed.settings import federated_from_dict
 from common.protocol import CONFIG, GLOBAL_PREFIX, UPLOAD, GlobalTerm
 from server.run import build_strategy
 

@@ -3,7 +3,8 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from common.config import CONF_DIR, PRESETS, ConfigError, load_scenario, scenario_from_dict
+from common.config import CONF_DIR, ConfigError
+from common.mec.scenario import PRESETS, load_scenario, scenario_from_dict
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -70,7 +71,8 @@ def test_bad_pressure():
     ],
 )
 def test_federation_config_errors_name_the_field(overrides, match):
-    from common.config import compose, federated_from_dict
+    from common.config import compose
+    from common.fed.settings import federated_from_dict
 
     with pytest.raises(ConfigError, match=match):
         federated_from_dict(compose(["experiment=federation", *overrides]), "/tmp/unused")

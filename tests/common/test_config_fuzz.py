@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from common.config import ConfigError, compose, federated_from_dict, study_from_dict
+from common.config import ConfigError, compose
+from common.fed.settings import federated_from_dict
+from experiments.tasks.study_settings import study_from_dict
 
 EXAMPLES = int(os.environ.get("KECO_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(

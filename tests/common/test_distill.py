@@ -4,23 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import (
-    ConfigError,
+from common.config import ConfigError
+from common.distill import (
     ScheduleConfig,
     TargetConfig,
-    distill_from_dict,
-    schedule_from_dict,
-)
-from common.distill import (
     class_mean_logits,
     cost_targets,
     hard_soft_loss,
     keco_loss,
     q_distill_loss,
+    schedule_from_dict,
     schedule_value,
     soft_kl,
     soft_weight,
 )
+from common.training.distill_offline import distill_from_dict
 
 
 def test_hard_soft_loss_matches_hand_computation():

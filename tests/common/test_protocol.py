@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from common.config import load_he
 from common.crypto import PayloadError, make_backend
+from common.crypto.params import load_he
 from common.protocol import (
     PAYLOAD,
     UPLOAD,

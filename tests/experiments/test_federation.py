@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.config import default_client_dir
 from common.crypto import holds_secret_key
+from common.fed.settings import default_client_dir
 from tests.keycheck import assert_no_secret_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,8 +122,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, plain_run):
 
 @pytest.mark.slow
 def test_deadline_makes_clients_late_and_delta_is_applied(tmp_path):
-    from common.config import compose, federated_from_dict
+    from common.config import compose
     from common.fed import build_student, client_profile, compute_seconds
+    from common.fed.settings import federated_from_dict
     from common.models import build_for_scenario, count_params
 
     # a large teacher makes the logits a large part of a client's work, so that one deadline

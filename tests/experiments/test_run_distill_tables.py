@@ -6,9 +6,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from common.config import CONF_DIR, ConfigError, distill_tables_from_dict, model_from_dict
+from common.config import CONF_DIR, ConfigError
+from common.models.nets import model_from_dict
 from experiments.run import run
 from experiments.tasks import available_tasks, get_task
+from experiments.tasks.distill_tables import distill_tables_from_dict
 
 SHRINK = [
     "scenario.n_devices=8",

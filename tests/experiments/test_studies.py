@@ -12,16 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.config import (
-    FEDERATED_METHODS,
-    METHODS,
-    ConfigError,
-    compose,
-    default_client_dir,
-    federated_from_dict,
-    study_from_dict,
-)
+from common.config import ConfigError, compose
+from common.fed.settings import default_client_dir, federated_from_dict
 from experiments.tasks.study import apply_smoke, plan
+from experiments.tasks.study_settings import FEDERATED_METHODS, METHODS, study_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted(

@@ -16,8 +16,10 @@ import pytest
 from hydra.errors import MissingConfigException
 from matplotlib import pyplot as plt
 
-from common.config import ConfigError, compose, logger_from_dict, optimized_metric
+from common.config import ConfigError, compose
 from experiments import tracking
+from experiments.run import optimized_metric
+from experiments.tracking import logger_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = [

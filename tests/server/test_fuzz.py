@@ -30,8 +30,8 @@ from flwr.app import Message, MessageType, Metadata
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.config import load_he
 from common.crypto import EncryptedVector, PlainBackend, make_backend
+from common.crypto.params import load_he
 from common.crypto.payload import digest
 from common.protocol import METRICS, PAYLOAD, UPLOAD, build_upload, read_global
 from server.strategy import Keco, to_recorddict

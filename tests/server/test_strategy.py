@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata
 
-from common.config import load_he
 from common.crypto import CryptoError, EncryptedVector, make_backend
+from common.crypto.params import load_he
 from common.protocol import (
     CONFIG,
     GLOBAL_PREFIX,

@@ -3,7 +3,7 @@ import stat
 import numpy as np
 import pytest
 
-from common.config import ConfigError, compose, federated_from_dict, he_from_dict, load_he
+from common.config import ConfigError, compose
 from common.crypto import (
     CryptoError,
     EncryptedVector,
@@ -15,6 +15,8 @@ from common.crypto import (
 from common.crypto.ckks import CKKSBackend, load_context
 from common.crypto.keygen import main as keygen_main
 from common.crypto.packing import chunk_count, join_chunks, unpack_model_and_labels
+from common.crypto.params import he_from_dict, load_he
+from common.fed.settings import federated_from_dict
 
 
 def test_he_presets_load_with_documented_parameters():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import compose, federated_from_dict
+from common.config import compose
 from common.fed import (
     LocalState,
     build_student,
@@ -23,6 +23,7 @@ from common.fed.local import (
     round_worlds,
     schedule_budget,
 )
+from common.fed.settings import federated_from_dict
 from common.mec import TaskDataset, n_features
 from common.models import flatten_params
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import ModelConfig
 from common.fed.maml import adapt, meta_train
 from common.models import build_model, flatten_params, unflatten_params
+from common.models.nets import ModelConfig
 
 N_FEATURES, HISTORY, EDGES = 9, 10, 5  # the seed001 input sizes: M = 5 edge nodes
 N_CLASSES = EDGES + 1

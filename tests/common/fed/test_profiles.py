@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from common.config import load_scenario
 from common.fed import client_profile, compute_seconds
+from common.mec.scenario import load_scenario
 
 
 def test_profiles_differ_per_partition_and_repeat_per_seed():

@@ -8,10 +8,11 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import common.mec  # noqa: F401  (registers the ids)
-from common.config import PRESETS, ConfigError, load_scenario
+from common.config import ConfigError
 from common.mec.env import MECEnv
 from common.mec.features import feature_scale
 from common.mec.registration import ENV_ID, PRESET_IDS
+from common.mec.scenario import PRESETS, load_scenario
 from common.mec.vector import MECVectorEnv
 
 SMALL = dict(n_devices=6, n_edges=3, n_slots=15)

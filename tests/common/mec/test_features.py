@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from common.config import load_scenario
 from common.mec import MECBatch, feature_scale, n_features
 from common.mec import features as fl
+from common.mec.scenario import load_scenario
 
 
 def two_devices(**overrides):

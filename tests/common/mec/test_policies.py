@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from common.config import load_scenario
 from common.mec import MECBatch, collect_dataset, evaluate_policy, n_features
 from common.mec.policies import HEURISTICS, POLICIES, make_policy, oracle
+from common.mec.scenario import load_scenario
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.config import load_scenario
 from common.mec import MECBatch
+from common.mec.scenario import load_scenario
 from tests.common.mec.reference import run_reference
 
 # Shrunk versions of the presets used in the fog_env comparison (fewer slots / devices).

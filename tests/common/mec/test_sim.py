@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from common.config import load_scenario
 from common.mec import DeviceProfile, MECBatch, evaluate_policy
 from common.mec import features as fl
 from common.mec.policies import POLICIES, make_policy
+from common.mec.scenario import load_scenario
 from common.mec.sim import DONE, DROPPED, FAILED
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import ConfigError, ModelConfig, model_from_dict
+from common.config import ConfigError
 from common.models import (
     CNNNet,
     LSTMDuelingNet,
@@ -12,6 +12,7 @@ from common.models import (
     param_shapes,
     unflatten_params,
 )
+from common.models.nets import ModelConfig, model_from_dict
 
 F_DIM, K, M = 9, 10, 5
 ARCH_CFGS = {

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from common.config import ModelConfig
 from common.models import (
     build_model,
     decision_agreement,
@@ -13,6 +12,7 @@ from common.models import (
     quantize_int8,
     quantize_int8_static,
 )
+from common.models.nets import ModelConfig
 
 
 def test_int8_student_is_smaller_and_mostly_agrees():

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import DDPGConfig, load_scenario
 from common.mec import MECBatch, evaluate_policy, feature_scale, n_features
 from common.mec.policies import make_policy
+from common.mec.scenario import load_scenario
 from common.models import NetPolicy
 from common.training import DDPGResult, train_ddpg
-from common.training.ddpg import DDPGCritic, build_actor, noise_std
+from common.training.ddpg import DDPGConfig, DDPGCritic, build_actor, noise_std
 
 TINY = dict(n_devices=6, n_slots=20)
 QUICK = DDPGConfig(

@@ -2,18 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import (
-    D3QNConfig,
-    DistillConfig,
-    ImitationConfig,
-    ModelConfig,
-    TargetConfig,
-    load_scenario,
-)
+from common.distill import TargetConfig
 from common.mec import collect_dataset, feature_scale, n_features
 from common.mec import features as fl
 from common.mec.policies import make_policy
+from common.mec.scenario import load_scenario
 from common.models import NetPolicy, build_for_scenario
+from common.models.nets import ModelConfig
 from common.training import (
     distill_student,
     evaluate_episodes,
@@ -24,7 +19,9 @@ from common.training import (
     train_d3qn,
     train_imitation,
 )
-from common.training.d3qn import ReplayMemory, _transitions
+from common.training.d3qn import D3QNConfig, ReplayMemory, _transitions
+from common.training.distill_offline import DistillConfig
+from common.training.imitation import ImitationConfig
 
 TINY = dict(n_devices=6, n_slots=20)
 SMALL_MLP = ModelConfig(arch="mlp", hidden=(32,))
