@@ -3,9 +3,10 @@
 Each measured federation is a real Flower simulation on Ray (``experiments.tasks.federation``'s
 ``simulate``) run in a **child process** (``python -m experiments.benchmarks._fed <spec.json>``),
 so that every run starts from a cold Ray and its processes end with it. The parent samples the
-resident memory of the child's whole process tree (driver, GCS, raylet, Ray workers and any
-other descendant) from ``/proc`` in a background thread, and reads back the per-round history
-the server wrote (``server.json``: one row per round with its wall-clock ``seconds``).
+resident memory and CPU time of the child's whole process tree (driver, GCS, raylet, Ray
+workers and any other descendant) with psutil in a background thread, and reads back the
+per-round history the server wrote (``server.json``: one row per round with its wall-clock
+``seconds``).
 
 Startup work that the rounds do not include (key generation, Ray start) is reported apart. The
 teacher (KECO's logits network) is trained once per bench invocation on a few proxy episodes and
@@ -18,18 +19,17 @@ import bisect
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.procfs import PPID, STARTTIME, STIME, UTIME, all_stats, stat_fields
+import psutil
 
 BENCH_OVERRIDES: tuple[str, ...] = (
     "experiment=federation",
@@ -48,76 +48,49 @@ evaluation on 10 % of the clients with 1 episode) on the default scenario (``see
 devices, 5 edge nodes), teacher (CNN) and student (MLP) of ``experiment=federation``; a suite
 adds its own overrides after these."""
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
-
-# ---- memory and CPU time of a process tree (from /proc; no psutil) ----------------------
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _scan_proc() -> tuple[dict[int, list[int]], dict[int, float]]:
-    """Children of every process, and every process's CPU seconds (user + system)."""
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
-    for pid, fields in all_stats():
-        children.setdefault(int(fields[PPID]), []).append(pid)
-        cpu[pid] = (int(fields[UTIME]) + int(fields[STIME])) / CLOCK_TICKS
-    return children, cpu
-
-
-def _start_time(pid: int) -> int | None:
-    """Start time of a process (clock ticks since boot); tells a reused pid from the original."""
-    fields = stat_fields(pid)
-    return None if fields is None else int(fields[STARTTIME])
-
-
-def process_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
-    """``root`` and all its descendants (by parent pid, read from ``/proc``)."""
-    if children is None:
-        children = _scan_proc()[0]
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
+# ---- memory and CPU time of a process tree (psutil) ------------------------------------
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """``root`` and all its descendants now; empty once ``root`` is gone (its orphans then
+    belong to init, so they are no longer found, and a reused pid is not taken for it)."""
+    try:
+        return [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
 
 
 ROLES = ("driver", "clients", "ray")
 
 
-def _role(pid: int, root: int) -> str:
+def _role(proc: psutil.Process, root: int) -> str:
     """``driver`` (the root: server, Flower's simulation engine), ``clients`` (Ray workers
     running ClientApps) or ``ray`` (GCS, raylet, agents, monitors)."""
-    if pid == root:
+    if proc.pid == root:
         return "driver"
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmd = fh.read()
-    except OSError:
+        cmd = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "ray"
-    if b"Agent" in cmd:  # ray::DashboardAgent, ray::RuntimeEnvAgent
+    if "Agent" in cmd:  # ray::DashboardAgent, ray::RuntimeEnvAgent
         return "ray"
-    return "clients" if b"ray::" in cmd or b"default_worker.py" in cmd else "ray"
+    return "clients" if "ray::" in cmd or "default_worker.py" in cmd else "ray"
 
 
-def _rss_bytes(pid: int) -> int:
+def _cpu_and_rss(proc: psutil.Process) -> tuple[float, int] | None:
+    """CPU seconds (user + system) and resident bytes of ``proc``; ``None`` once it is gone."""
     try:
-        with open(f"/proc/{pid}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * PAGE
-    except (OSError, IndexError, ValueError):
+        cpu = proc.cpu_times()
+        return cpu.user + cpu.system, proc.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _pss_bytes(proc: psutil.Process) -> int:
+    """Proportional set size of ``proc`` (0 once it is gone or when it may not be read)."""
+    try:
+        return proc.memory_full_info().pss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return 0
-
-
-def _pss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 class TreeMonitor:
@@ -139,13 +112,19 @@ class TreeMonitor:
         pss_every: int = 10,
     ) -> None:
         self.root, self.checkpoint, self.interval_s = root, checkpoint, interval_s
+        try:
+            # kept, not looked up again: psutil then tells a reused pid from the root
+            self._root: psutil.Process | None = psutil.Process(root)
+        except psutil.NoSuchProcess:
+            self._root = None
         self.pss_every = pss_every
         """PSS (``smaps_rollup``) costs the kernel a page-table walk: read it every n-th sample."""
         self._n = 0
         self._pss_at_rss = 0
         self.peak_rss = self.peak_pss = self.peak_processes = 0
-        self.pids: dict[int, int | None] = {}
-        """Every pid seen in the tree -> its start time."""
+        self.processes: dict[int, psutil.Process] = {}
+        """Every process seen in the tree, by pid (psutil remembers its start time, so killing
+        it later never hits a process that reused the pid)."""
         self.roles: dict[int, str] = {}
         self.samples: list[tuple[float, ...]] = []
         """(time.time(), CPU seconds of the tree so far, of which driver, clients, ray)."""
@@ -164,23 +143,29 @@ class TreeMonitor:
         self._stop.set()
         self._thread.join()
 
+    def tree(self) -> list[psutil.Process]:
+        """The processes of the tree now (see :func:`process_tree`)."""
+        return [] if self._root is None else process_tree(self._root)
+
     def sample(self) -> None:
-        children, cpu = _scan_proc()
-        pids = process_tree(self.root, children)
+        """Read the tree once: CPU seconds, summed RSS (and PSS, see ``pss_every``), rounds."""
+        procs = self.tree()
         now = time.time()
-        for pid in pids:
-            if pid not in self.pids:
-                self.pids[pid] = _start_time(pid)
-            if self.roles.get(pid, "ray") == "ray":  # a worker renames itself once started
-                self.roles[pid] = _role(pid, self.root)
-            self._cpu[pid] = cpu.get(pid, self._cpu.get(pid, 0.0))
+        rss = 0
+        for proc in procs:
+            self.processes[proc.pid] = proc
+            if self.roles.get(proc.pid, "ray") == "ray":  # a worker renames itself once started
+                self.roles[proc.pid] = _role(proc, self.root)
+            reading = _cpu_and_rss(proc)
+            if reading is not None:  # a process gone since the walk keeps its last CPU time
+                self._cpu[proc.pid], proc_rss = reading
+                rss += proc_rss
         by_role = self.cpu_by_role()
         self.samples.append((now, sum(by_role.values()), *(by_role[r] for r in ROLES)))
-        self.peak_processes = max(self.peak_processes, len(pids))
-        rss = sum(_rss_bytes(p) for p in pids)
+        self.peak_processes = max(self.peak_processes, len(procs))
         # PSS again every pss_every samples, or when RSS grew by 5 % since the last reading
         if self._n % self.pss_every == 0 or rss > 1.05 * self._pss_at_rss:
-            self.peak_pss = max(self.peak_pss, sum(_pss_bytes(p) for p in pids))
+            self.peak_pss = max(self.peak_pss, sum(_pss_bytes(p) for p in procs))
             self._pss_at_rss = rss
         self.peak_rss = max(self.peak_rss, rss)
         self._n += 1
@@ -226,9 +211,11 @@ class TreeMonitor:
         return c0 + (c1 - c0) * (when - t0) / (t1 - t0) if t1 > t0 else c1
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        # sample before waiting, so that even a monitor stopped at once has read the tree
+        while True:
             self.sample()
-            self._stop.wait(self.interval_s)
+            if self._stop.wait(self.interval_s):
+                return
 
 
 def load_average() -> list[float]:
@@ -300,10 +287,10 @@ def run_federation(
                 proc.wait(timeout=timeout_s)
         finally:
             if proc.poll() is None:  # timed out or interrupted: stop the whole tree
-                _kill({**monitor.pids, **{p: _start_time(p) for p in process_tree(proc.pid)}})
+                _kill([*monitor.processes.values(), *monitor.tree()])
                 proc.wait()
     wall = time.perf_counter() - start
-    _kill({p: t for p, t in monitor.pids.items() if p != proc.pid})  # Ray leftovers, if any
+    _kill(p for p in monitor.processes.values() if p.pid != proc.pid)  # Ray leftovers, if any
     result_path = run_dir / "bench-result.json"
     if proc.returncode != 0 or not result_path.exists():
         tail = log_path.read_text(errors="replace")[-4000:]
@@ -340,15 +327,14 @@ def run_federation(
     }
 
 
-def _kill(pids: dict[int, int | None]) -> None:
-    """SIGKILL the given processes of this harness's child tree that are still running: a pid
-    whose start time differs from the recorded one now belongs to someone else and is left."""
-    for pid, started in sorted(pids.items(), reverse=True):
-        if started is None or _start_time(pid) != started:
-            continue
+def _kill(procs: Iterable[psutil.Process]) -> None:
+    """SIGKILL the given processes of this harness's child tree that are still running, largest
+    pid first (descendants, usually started last, before their parents). psutil refuses a
+    process whose pid now belongs to someone else (its start time differs), which is left."""
+    for proc in sorted(set(procs), key=lambda p: p.pid, reverse=True):
         try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
 
 

@@ -8,7 +8,7 @@ with ``federation.fraction_train`` and ``fraction_evaluate`` at ``fraction``. Re
 size: seconds per client-round (a steady round's wall time over the clients trained in it;
 round 1, where the Ray actors start, and the start-up before it are reported apart), the same
 in CPU seconds of the whole process tree, and the peak resident memory of the whole run (the
-driver, Ray's GCS, raylet and workers: every process of the tree, sampled from ``/proc``).
+driver, Ray's GCS, raylet and workers: every process of the tree, sampled with psutil).
 ``stock_at`` lists sizes to run a second time with Flower's own message polling (before the
 fix in :func:`server.loop.fast_simulation_polling`).
 """

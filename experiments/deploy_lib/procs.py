@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.procfs import PGRP, PPID, STATE, all_stats
+import psutil
 
 GRACE_S = 10.0
 
@@ -64,6 +64,16 @@ class Proc:
             pass
 
 
+def _live(proc: psutil.Process) -> bool:
+    """Whether ``proc`` still runs: not gone and not a zombie (exited, not yet reaped)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # it exists; only its state is hidden from us
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -71,22 +81,32 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # members that are only zombies (exited, not yet reaped by a dead parent) do not count
-    return any(int(f[PGRP]) == pgid and f[STATE] != b"Z" for _, f in all_stats())
+    # killpg also reaches zombies (exited, not yet reaped by a dead parent): they do not count.
+    # psutil does not report process groups: getpgid(2) gives each process's.
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and _live(proc):
+                return True
+        except ProcessLookupError:
+            continue  # ended while we looked
+    return False
 
 
 def children(pid: int) -> list[int]:
-    """Ids of the live processes whose parent is ``pid``."""
-    return [child for child, f in all_stats() if int(f[PPID]) == pid and f[STATE] != b"Z"]
+    """Ids of the live processes whose parent is ``pid`` (none when ``pid`` is gone)."""
+    try:
+        kids = psutil.Process(pid).children()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    return [kid.pid for kid in kids if _live(kid)]
 
 
 def cmdline(pid: int) -> list[str]:
-    """The command line of ``pid`` (empty when it is gone)."""
+    """The command line of ``pid`` (empty when it is gone or hidden from us)."""
     try:
-        raw = (Path("/proc") / str(pid) / "cmdline").read_bytes()
-    except OSError:
+        return psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 @dataclass

@@ -8,7 +8,11 @@ wall-clock limit: benchmarks measure, tests check behaviour.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
+import psutil
 import pytest
 
 from experiments import bench
@@ -186,31 +190,97 @@ def test_infer_reports_latency_targets(capsys):
     assert "| teacher |" in capsys.readouterr().err
 
 
-def test_tree_monitor_sums_a_process_tree(tmp_path):
-    import subprocess
-    import sys
+KID = "import sys; b = b'k' * 80_000_000; print('kid', flush=True); sys.stdin.read()"
+TREE = f"""
+import subprocess, sys, time
+kid = subprocess.Popen([sys.executable, '-c', {KID!r}, 'default_worker.py'], stdin=subprocess.PIPE)
+a = b'r' * 50_000_000
+print('root', kid.pid, flush=True)
+sys.stdin.readline()
+t = time.process_time()
+while time.process_time() - t < 0.3:  # 0.3 CPU seconds, however loaded the machine
+    pass
+print('burnt', flush=True)
+sys.stdin.readline()
+kid.stdin.close()
+kid.wait()
+"""
+"""A process tree of two: the root (50 MB) and a kid (80 MB) named like a Ray worker; each says
+when its memory is written, the root then burns CPU on request and ends on a second one."""
 
-    code = (
-        "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', "
-        "'b = bytearray(150_000_000); import time; time.sleep(1.5)'])\n"
-        "a = bytearray(100_000_000); t = time.time()\n"
-        "while time.time() - t < 0.5: pass\n"
-        "child.wait()\n"
+
+def test_tree_monitor_reads_cpu_and_memory_of_a_process_tree():
+    root = subprocess.Popen(
+        [sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    with _fed.TreeMonitor(proc.pid, interval_s=0.05) as monitor:
-        proc.wait()
-    assert len(monitor.pids) >= 2 and monitor.peak_processes >= 2
-    assert monitor.peak_rss >= 250e6 and 0 < monitor.peak_pss <= monitor.peak_rss
-    cpu = [s[1] for s in monitor.samples]
-    assert cpu == sorted(cpu) and cpu[-1] >= 0.05  # the busy loop (on a loaded machine too)
-    t0, t1 = monitor.samples[0][0], monitor.samples[-1][0]
-    assert monitor.cpu_at(t0 - 1) <= monitor.cpu_at((t0 + t1) / 2) <= monitor.cpu_at(t1 + 1)
-    roles = monitor.cpu_by_role()
-    assert set(roles) == {"driver", "clients", "ray"} and roles["driver"] >= 0.05
-    assert sum(roles.values()) == pytest.approx(cpu[-1], abs=0.05)
-    assert monitor.cpu_at(t1 + 1, "driver") == pytest.approx(roles["driver"], abs=0.05)
+    kid = None
+    try:
+        said = sorted(root.stdout.readline().split() for _ in range(2))  # kid's shares the pipe
+        assert said[0] == ["kid"] and said[1][0] == "root"
+        kid = psutil.Process(int(said[1][1]))
+        monitor = _fed.TreeMonitor(root.pid)
+        monitor.sample()
+        assert set(monitor.processes) == {root.pid, kid.pid} and monitor.peak_processes == 2
+        assert monitor.roles == {root.pid: "driver", kid.pid: "clients"}
+        # both wrote their bytes: resident, and private, so in PSS too (which RSS bounds)
+        assert 130e6 <= monitor.peak_pss <= monitor.peak_rss
+        before = monitor.cpu_by_role()
+        root.stdin.write("\n")
+        root.stdin.flush()
+        assert root.stdout.readline().strip() == "burnt"
+        monitor.sample()
+        after = monitor.cpu_by_role()
+        # the root's 0.3 s of CPU (the kernel counts it in clock ticks of 0.01 s)
+        assert after["driver"] - before["driver"] >= 0.28
+        assert after["clients"] >= before["clients"] > 0 and after["ray"] == 0
+        assert monitor.samples[-1][1] == pytest.approx(sum(after.values()))
+        root.stdin.write("\n")
+        root.stdin.flush()
+        assert root.wait() == 0
+        last = monitor.samples[-1]
+        monitor.sample()  # the tree is gone: its processes keep their last CPU time
+        assert monitor.samples[-1][1:] == last[1:] and monitor.peak_processes == 2
+        assert monitor.tree() == []
+        t0, t1 = monitor.samples[0][0], monitor.samples[-1][0]
+        assert monitor.cpu_at(t0 - 1) == monitor.samples[0][1]
+        assert monitor.cpu_at(t0 - 1) <= monitor.cpu_at((t0 + t1) / 2) <= monitor.cpu_at(t1 + 1)
+        assert monitor.cpu_at(t1 + 1, "driver") == after["driver"]
+    finally:
+        if kid is not None:
+            _fed._kill([kid])  # only if still the kid: psutil checks its start time
+        root.kill()
+        root.wait()
+
+
+def test_tree_monitor_samples_in_the_background_until_stopped():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                               stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        # an interval far longer than the test: the thread reads the tree before its first
+        # wait, and leaving the block ends the wait
+        with _fed.TreeMonitor(sleeper.pid, interval_s=3600) as monitor:
+            pass
+        assert len(monitor.samples) == 1 and set(monitor.processes) == {sleeper.pid}
+    finally:
+        sleeper.stdin.close()
+        sleeper.wait()
+
+
+def test_kill_ends_live_processes_and_skips_gone_ones():
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+                for _ in range(2)]  # fmt: skip
+    try:
+        procs = [psutil.Process(s.pid) for s in sleepers]
+        _fed._kill([*procs, procs[0]])  # each once, though named twice
+        assert [s.wait() for s in sleepers] == [-signal.SIGKILL] * 2
+        # reaped: gone for the kill, the readings and the tree alike
+        _fed._kill(procs)
+        assert _fed._cpu_and_rss(procs[0]) is None and _fed._pss_bytes(procs[0]) == 0
+        assert _fed.process_tree(procs[0]) == []
+    finally:
+        for s in sleepers:
+            s.kill()
+            s.wait()
 
 
 def test_summaries_skip_the_warm_up_round():

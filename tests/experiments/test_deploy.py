@@ -43,6 +43,7 @@ from experiments.deploy_lib.cli import FlwrCli, base_env
 from experiments.deploy_lib.cluster import AUTH_KEY, Cluster, Layout, provision
 from experiments.deploy_lib.pki import make_auth_keypair, make_tls
 from experiments.deploy_lib.procs import Proc, Processes, free_port, wait_for
+from tests.flower_procs import flower_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -58,24 +59,6 @@ needs_flower = pytest.mark.skipif(
 )
 
 
-def processes_under(root: Path) -> list[int]:
-    """Live processes whose FLWR_HOME lies under ``root`` (what a deployment there started)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if (proc / "stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
-                continue
-            env = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        homes = [e[len(b"FLWR_HOME=") :] for e in env if e.startswith(b"FLWR_HOME=")]
-        if homes and homes[0].decode(errors="replace").startswith(str(root)):
-            pids.append(int(proc.name))
-    return pids
-
-
 def deploy(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     """Run the deploy command into ``out``; returns the process and its last-line summary."""
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HYDRA_FULL_ERROR": "0"}
@@ -84,7 +67,7 @@ def deploy(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=1500,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    assert processes_under(out) == [], "the deployment left Flower processes behind"
+    assert flower_processes(out) == [], "the deployment left Flower processes behind"
     return r, json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -415,4 +398,4 @@ def test_unregistered_and_plaintext_supernodes_are_refused(tmp_path):
             httpx.get(f"http://127.0.0.1:{cluster.port}/health", timeout=5)
         assert link.alive()
     assert procs.alive_groups() == []
-    assert processes_under(layout.root) == []
+    assert flower_processes(layout.root) == []

@@ -16,26 +16,11 @@ from pathlib import Path
 import pytest
 
 from common.crypto import holds_secret_key
+from tests.flower_procs import flower_processes
 from tests.keycheck import assert_no_secret_key
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _processes_with_home(home: Path) -> list[int]:
-    """Process ids whose environment carries FLWR_HOME=<home> (what this test started)."""
-    marker = f"FLWR_HOME={home}".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            zombie = (proc / "stat").read_text().split(") ", 1)[1].startswith("Z")
-            if not zombie and marker in (proc / "environ").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
 
 
 @pytest.mark.slow
@@ -77,19 +62,19 @@ def test_flwr_run_local_simulation(tmp_path):
         assert_no_secret_key(run_dir, clients / "secret.ctx")
         assert holds_secret_key(clients / "secret.ctx")
     finally:
-        for pid in _processes_with_home(home):
+        for pid in flower_processes(home):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         for _ in range(20):  # up to 10 s for a clean exit, then force
-            if not _processes_with_home(home):
+            if not flower_processes(home):
                 break
             time.sleep(0.5)
-        for pid in _processes_with_home(home):
+        for pid in flower_processes(home):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(1)
-    assert _processes_with_home(home) == []
+    assert flower_processes(home) == []
