@@ -37,7 +37,7 @@ from common.mec import evaluate_policy, feature_scale, n_features
 from common.mec.policies import make_policy
 from common.models import NetPolicy, count_params, measure_latency_us
 from common.progress import Progress
-from common.protocol import GlobalSums, read_global
+from common.protocol import STUDENT_KEY, GlobalSums, read_global
 from experiments import tracking
 from experiments.figures import write_report
 from experiments.logs import route_flower_logs, setup_logging
@@ -94,7 +94,6 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
     from the clients' state files, as only an experimenter with access to them can).
     """
     from server.loop import load_checkpoint
-    from server.run import STUDENT_KEY
 
     if cfg.strategy.name == "feddistill":
         return list(client_models(cfg).values())
