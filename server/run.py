@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from common.config import PLAINTEXT_STRATEGIES, FederatedRunConfig
@@ -68,7 +69,7 @@ def train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     return out
 
 
-def build_strategy(cfg: FederatedRunConfig):
+def build_strategy(cfg: FederatedRunConfig) -> tuple[Strategy, ArrayRecord]:
     """The strategy of ``cfg.strategy.name`` and its initial arrays."""
     fed, st = cfg.federation, cfg.strategy
     w0, g0 = initial_model(cfg)

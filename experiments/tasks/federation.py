@@ -40,6 +40,11 @@ from common.progress import Progress
 from common.protocol import STUDENT_KEY, GlobalSums, read_global
 from experiments import tracking
 from experiments.figures import write_report
+from experiments.flower_patches import (
+    fast_simulation_polling,
+    keep_outer_ray,
+    stable_simulation_node_ids,
+)
 from experiments.logs import route_flower_logs, setup_logging
 
 log = logging.getLogger("keco")
@@ -54,7 +59,6 @@ def simulate(
 
     from client.app import build_client_app
     from server.app import build_server_app
-    from server.loop import fast_simulation_polling, keep_outer_ray, stable_simulation_node_ids
 
     route_flower_logs()  # one line per event, Flower's included
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
