@@ -29,6 +29,7 @@ from flwr.clientapp import ClientApp
 from client.device import Device
 from common.config import ConfigError
 from common.fed.settings import FederatedRunConfig, federated_from_run_config
+from common.protocol import CONFIG, SERVER_ROUND_KEY
 
 NODE_PARTITION = "partition-id"
 NODE_STATE_DIR = "state-dir"
@@ -105,8 +106,8 @@ def _inject_fault(msg: Message, context: Context) -> None:
     at = context.node_config.get(NODE_FAULT)
     if at is None or str(at) == "":
         return
-    config = msg.content.config_records.get("config", {})
-    if str(config.get("server-round")) == str(at):
+    config = msg.content.config_records.get(CONFIG, {})
+    if str(config.get(SERVER_ROUND_KEY)) == str(at):
         raise InjectedFault(f"fault injected by the node config: {NODE_FAULT}={at}")
 
 

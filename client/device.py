@@ -33,20 +33,25 @@ from common.fed.settings import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.mec.scenario import ScenarioConfig
 from common.models.nets import ModelConfig
 from common.protocol import (
+    ARRAYS,
     COMPUTE_KEY,
     CONFIG,
+    DEADLINE_KEY,
+    DELTA_KEY,
+    EDGE_GROUP_KEY,
     EVAL_WEIGHT,
     LATE_KEY,
     METRICS,
+    NUM_EXAMPLES_KEY,
+    SERVER_ROUND_KEY,
+    STUDENT_KEY,
+    TEMPERATURE_KEY,
     GlobalSums,
     RoundSettings,
     build_upload,
     read_global,
 )
 
-STUDENT_KEY = "student"
-EDGE_GROUP_KEY = "edge-group"
-"""FedMeta2Ag: the MEC-L edge server this client belongs to."""
 KEEP_STATES = 2
 
 
@@ -190,8 +195,8 @@ class Device:
 
     def evaluate(self, msg: Message) -> RecordDict:
         if self.cfg.strategy.name in PLAINTEXT_STRATEGIES:
-            w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
-            server_round = int(msg.content.config_records["config"].get("server-round", 0))
+            w = msg.content.array_records[ARRAYS][STUDENT_KEY].numpy().astype(np.float64)
+            server_round = int(msg.content.config_records[CONFIG].get(SERVER_ROUND_KEY, 0))
         else:
             s, w, _ = self._global(msg.content, evaluate=True)
             server_round = s.server_round
@@ -203,29 +208,29 @@ class Device:
         # two that can be undefined on a small episode (no completed task) or are wall-clock
         m = {k: v for k, v in m.items() if k not in ("delay_completed", "slots_per_s")}
         m[EVAL_WEIGHT] = m["tasks"]
-        m["num-examples"] = m["tasks"]  # FedAvg weighs evaluation metrics by this key
+        m[NUM_EXAMPLES_KEY] = m["tasks"]  # FedAvg weighs evaluation metrics by this key
         return RecordDict({METRICS: _metrics(m)})
 
     # ---- FedAvg / FedMeta2Ag: plaintext student weights, hard labels only ----------------
     def _train_plain(self, msg: Message) -> RecordDict:
-        config = dict(msg.content.config_records["config"])
-        server_round = int(config.get("server-round", 0))
-        w = msg.content.array_records["arrays"][STUDENT_KEY].numpy().astype(np.float64)
+        config = dict(msg.content.config_records[CONFIG])
+        server_round = int(config.get(SERVER_ROUND_KEY, 0))
+        w = msg.content.array_records[ARRAYS][STUDENT_KEY].numpy().astype(np.float64)
         state = self._load_state(server_round)
-        deadline = float(config.get("keco.deadline-s", float("inf")))
+        deadline = float(config.get(DEADLINE_KEY, float("inf")))
         wait = self.cfg.strategy.late == "wait"  # a late client trains anyway and is waited for
         result = train_round(
             self.cfg, self.profile, state, w, None,
-            server_round=server_round, delta=float(config.get("keco.delta", 1.0)),
-            temperature=float(config.get("keco.temperature", 1.0)),
+            server_round=server_round, delta=float(config.get(DELTA_KEY, 1.0)),
+            temperature=float(config.get(TEMPERATURE_KEY, 1.0)),
             deadline_s=float("inf") if wait else deadline, teacher=None,
         )  # fmt: skip
         self._save_state(state, server_round)
-        metrics = {**result.metrics, "num-examples": result.num_examples}
+        metrics = {**result.metrics, NUM_EXAMPLES_KEY: result.num_examples}
         metrics[LATE_KEY] = float(metrics[COMPUTE_KEY] > deadline)
         if self.cfg.strategy.name == "fedmeta2ag":
             metrics[EDGE_GROUP_KEY] = self.partition_id % self.cfg.strategy.edge_servers
         if result.model is None:  # late and dropped: no update, the round goes on without it
-            return RecordDict({"metrics": _metrics(metrics)})
+            return RecordDict({METRICS: _metrics(metrics)})
         arrays = ArrayRecord({STUDENT_KEY: Array(result.model.astype(np.float32))})
-        return RecordDict({"arrays": arrays, "metrics": _metrics(metrics)})
+        return RecordDict({ARRAYS: arrays, METRICS: _metrics(metrics)})

@@ -24,6 +24,12 @@ Train reply (client → server):
 Evaluate: the instruction carries ``config`` and the same ``keco.global.*`` records; the reply
 carries ``metrics`` with ``tasks`` (the weight) and the simulator metrics.
 
+The plaintext baselines (FedAvg, FedMeta2Ag) use Flower's FedAvg layout: the instruction carries
+``arrays`` (the flat ``student``) and ``config`` (``server-round``, ``keco.delta``,
+``keco.temperature``, ``keco.deadline-s``); the train reply carries ``arrays`` (none when a late
+update is dropped) and ``metrics`` (``num-examples``, ``late``, ``compute_s``, and
+``edge-group`` under FedMeta2Ag).
+
 The server only adds payloads of one role and sums their n_i; clients decrypt and divide:
 ``W = X_W / Σ_x n``, ``G = X_G / Σ_x n + U / Σ_u n − V / Σ_v n`` (KECO's correction Δ; a term is
 absent when its set is empty or the correction is switched off). Round 1 uses the initial
@@ -51,8 +57,17 @@ from common.crypto.packing import (
 from common.crypto.payload import EncryptedVector, PayloadError
 
 # ---- record names and keys ------------------------------------------------------------------
+# Every record name, key and role code the server and the clients exchange is defined here once;
+# ``server/``, ``client/`` and ``common/fed`` import them (values are the wire format: never
+# change one without changing both sides and the committed results that read them).
+
+# record names
 CONFIG = "config"
-"""ConfigRecord of an instruction: round settings plus run-level entries."""
+"""ConfigRecord of an instruction: round settings plus run-level entries (the name Flower's
+FedAvg uses too, its ``configrecord_key``)."""
+ARRAYS = "arrays"
+"""ArrayRecord of a FedAvg/FedMeta2Ag instruction and train reply: the plaintext student (the
+name Flower's FedAvg uses, its ``arrayrecord_key``)."""
 GLOBAL_PREFIX = "keco.global."
 """ConfigRecords ``keco.global.x/u/v`` of an instruction: one global sum each."""
 UPLOAD = "keco.upload"
@@ -61,12 +76,55 @@ PAYLOAD = "keco.payload"
 """ConfigRecord of a train reply: the encrypted upload."""
 METRICS = "metrics"
 """MetricRecord of a reply: client metrics."""
+RECORD_NAMES = (CONFIG, ARRAYS, UPLOAD, PAYLOAD, METRICS)
+"""The fixed record names (the ``keco.global.*`` ones are :data:`GLOBAL_PREFIX` + a role)."""
 
+# keys of the ``config`` record (:class:`RoundSettings`; plaintext strategies send the round,
+# δ_t, T_t and the deadline only)
+SERVER_ROUND_KEY = "server-round"
+"""The server round (the key Flower's strategies write the round under too)."""
+MODEL_LENGTH_KEY = "keco.model-length"
+NUM_CLASSES_KEY = "keco.num-classes"
+KNOWLEDGE_ROWS_KEY = "keco.knowledge-rows"
+KNOWLEDGE_KEY = "keco.knowledge"
+DELTA_KEY = "keco.delta"
+TEMPERATURE_KEY = "keco.temperature"
+DEADLINE_KEY = "keco.deadline-s"
+CORRECTION_KEY = "keco.correction"
+SETTINGS_KEYS = {
+    "server_round": SERVER_ROUND_KEY,
+    "model_length": MODEL_LENGTH_KEY,
+    "num_classes": NUM_CLASSES_KEY,
+    "knowledge_rows": KNOWLEDGE_ROWS_KEY,
+    "knowledge": KNOWLEDGE_KEY,
+    "delta": DELTA_KEY,
+    "temperature": TEMPERATURE_KEY,
+    "deadline_s": DEADLINE_KEY,
+    "correction": CORRECTION_KEY,
+}
+"""Config-record key of each :class:`RoundSettings` field, in the order they are sent."""
+
+# keys of the ``keco.upload`` header and of a ``keco.global.*`` record (the payload's own keys
+# are :data:`common.crypto.payload.FIELDS`)
+ROLE_KEY = "role"
+"""The client's set: one of :data:`ROLES`."""
+NUM_EXAMPLES_KEY = "num-examples"
+"""n_i, the weight of an upload; also the train/evaluate metric FedAvg weighs by (its
+``weighted_by_key``)."""
+LOGITS_ROUND_KEY = "logits-round"
+"""The round whose local training produced the uploaded logits."""
+TOTAL_KEY = "total"
+"""The plaintext Σ n_i of a global sum."""
+
+# keys of the initial ArrayRecord (``Strategy.start``) and of FedAvg's ArrayRecord
 INIT_MODEL = "model"
 """Key of the flat initial model W_0 in the initial ArrayRecord."""
 INIT_SOFT_LABELS = "soft-labels"
 """Key of the initial soft-label knowledge G_0 (rows × (M+1)) in the initial ArrayRecord."""
+STUDENT_KEY = "student"
+"""Key of the flat student in FedAvg's (and FedMeta2Ag's) ArrayRecord."""
 
+# keys of the ``metrics`` record of a reply that the server reads
 EVAL_WEIGHT = "tasks"
 """Evaluation metrics are averaged weighted by the number of tasks each client simulated."""
 LATE_KEY = "late"
@@ -74,10 +132,24 @@ LATE_KEY = "late"
 that drop late updates get a reply without arrays)."""
 COMPUTE_KEY = "compute_s"
 """Train metric: the client's simulated compute seconds for what it sent."""
-SUMMED_METRICS = ("episodes", "train_steps")
+EDGE_GROUP_KEY = "edge-group"
+"""Train metric of FedMeta2Ag: the MEC-L edge server the client belongs to (an integer)."""
+TRAIN_LOSS_KEY = "train_loss"
+"""Train metric: the client's local training loss (absent when it did not train)."""
+TRAIN_ACCURACY_KEY = "train_accuracy"
+"""Train metric: how often the student picks a best action on the client's buffer."""
+EPISODES_KEY = "episodes"
+"""Train metric: episodes simulated for the round."""
+TRAIN_STEPS_KEY = "train_steps"
+"""Train metric: optimiser steps taken in the round."""
+SUMMED_METRICS = (EPISODES_KEY, TRAIN_STEPS_KEY)
 """Client train metrics that the server sums over the replies (the round's budget: episodes
 simulated, optimiser steps taken); every other metric is a weighted mean."""
+EVAL_METRICS = ("qoe", "drop_ratio", "delay", "energy_total", "offload_ratio", EVAL_WEIGHT)
+"""Evaluation metrics (the simulator's, :func:`common.mec.evaluate_policy`) the server records
+per round, as ``eval_<name>``."""
 
+# role codes (the ``role`` of an upload)
 ROLE_ON_TIME = "x"
 """Finished before the deadline: uploads Enc(n_i·[W, G])."""
 ROLE_STALE = "u"
@@ -121,31 +193,23 @@ class RoundSettings:
     """Whether the server forms Δ from late clients (off for the ablation)."""
 
     def to_config(self) -> dict[str, Any]:
+        """The entries of the instruction's ``config`` record (:data:`SETTINGS_KEYS`)."""
         return {
-            "server-round": self.server_round,
-            "keco.model-length": self.model_length,
-            "keco.num-classes": self.num_classes,
-            "keco.knowledge-rows": self.knowledge_rows,
-            "keco.knowledge": bool(self.knowledge),
-            "keco.delta": float(self.delta),
-            "keco.temperature": float(self.temperature),
-            "keco.deadline-s": float(self.deadline_s),
-            "keco.correction": bool(self.correction),
+            SERVER_ROUND_KEY: self.server_round,
+            MODEL_LENGTH_KEY: self.model_length,
+            NUM_CLASSES_KEY: self.num_classes,
+            KNOWLEDGE_ROWS_KEY: self.knowledge_rows,
+            KNOWLEDGE_KEY: bool(self.knowledge),
+            DELTA_KEY: float(self.delta),
+            TEMPERATURE_KEY: float(self.temperature),
+            DEADLINE_KEY: float(self.deadline_s),
+            CORRECTION_KEY: bool(self.correction),
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RoundSettings:
-        keys = {
-            "server_round": "server-round",
-            "model_length": "keco.model-length",
-            "num_classes": "keco.num-classes",
-            "knowledge_rows": "keco.knowledge-rows",
-            "knowledge": "keco.knowledge",
-            "delta": "keco.delta",
-            "temperature": "keco.temperature",
-            "deadline_s": "keco.deadline-s",
-            "correction": "keco.correction",
-        }
+        """Read and check the instruction's ``config`` record; raises :class:`PayloadError`."""
+        keys = SETTINGS_KEYS
         missing = [k for k in keys.values() if k not in config]
         if missing:
             raise PayloadError(f"the instruction's config record lacks {missing}")
@@ -184,11 +248,11 @@ class GlobalTerm:
     total: float
 
     def to_record(self) -> dict[str, Any]:
-        return {**self.payload.to_dict(), "total": float(self.total)}
+        return {**self.payload.to_dict(), TOTAL_KEY: float(self.total)}
 
     @classmethod
     def from_record(cls, raw: Mapping[str, Any]) -> GlobalTerm:
-        total = raw.get("total")
+        total = raw.get(TOTAL_KEY)
         if not isinstance(total, (int, float)) or not math.isfinite(total) or total <= 0:
             raise PayloadError(f"global sum has total {total!r}; expected a positive number")
         return cls(EncryptedVector.from_dict(raw), float(total))
@@ -344,9 +408,9 @@ class TrainUpload:
     def to_records(self) -> dict[str, dict[str, Any]]:
         """``{UPLOAD: header, PAYLOAD: payload}`` for the reply's ConfigRecords."""
         header = {
-            "role": self.role,
-            "num-examples": self.num_examples,
-            "logits-round": self.logits_round,
+            ROLE_KEY: self.role,
+            NUM_EXAMPLES_KEY: self.num_examples,
+            LOGITS_ROUND_KEY: self.logits_round,
         }
         return {UPLOAD: header, PAYLOAD: self.payload.to_dict()}
 
@@ -357,13 +421,13 @@ class TrainUpload:
             if name not in configs:
                 raise PayloadError(f"reply lacks the {name!r} record")
         header = configs[UPLOAD]
-        role = header.get("role")
+        role = header.get(ROLE_KEY)
         if role not in ROLES:
             raise PayloadError(f"role {role!r} is not one of {list(ROLES)}")
-        n = header.get("num-examples")
+        n = header.get(NUM_EXAMPLES_KEY)
         if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0:
             raise PayloadError(f"num-examples n_i={n!r} must be a positive finite number")
-        logits_round = header.get("logits-round", 0)
+        logits_round = header.get(LOGITS_ROUND_KEY, 0)
         if not isinstance(logits_round, int):
             raise PayloadError(f"logits-round {logits_round!r} must be an integer")
         return cls(role, n, EncryptedVector.from_dict(configs[PAYLOAD]), logits_round)

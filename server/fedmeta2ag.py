@@ -18,10 +18,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common import log
 
+from common.protocol import EDGE_GROUP_KEY
 from server.fedavg import DeadlineFedAvg, split_late
-
-EDGE_GROUP_KEY = "edge-group"
-"""Metric naming the client's MEC-L edge server (an integer)."""
 
 
 class FedMeta2Ag(DeadlineFedAvg):

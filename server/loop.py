@@ -9,14 +9,11 @@ which is reseeded from (seed, round) so that a resumed run samples as the uninte
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from logging import INFO
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 CHECKPOINT_DIR = "checkpoint"
-STOCK_POLLING_ENV = "KECO_STOCK_FLOWER_POLLING"
-"""Set to ``1`` to keep Flower's own message polling in simulations (for benchmarks)."""
 
 
 def content_nbytes(content: RecordDict) -> int:
@@ -77,7 +72,9 @@ def ordered(replies: list[Message]) -> list[Message]:
     return sorted(replies, key=_digest)
 
 
-def save_checkpoint(run_dir: Path, server_round: int, arrays: ArrayRecord, history: list[dict]):
+def save_checkpoint(
+    run_dir: Path, server_round: int, arrays: ArrayRecord, history: list[dict]
+) -> None:
     """Write ``arrays`` and ``history`` after ``server_round`` (atomic replace)."""
     ckpt = run_dir / CHECKPOINT_DIR
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -174,123 +171,3 @@ def run_rounds(
 
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "-"
-
-
-# ---- Flower's simulation engine: message delivery to the virtual clients --------------------
-def _pending_polling(stock: Callable[..., None]) -> Callable[..., None]:
-    """Flower's ``add_messages_to_queue`` without its O(nodes × messages) sweep.
-
-    The stock loop asks the in-memory LinkState for one message per registered node every
-    0.1 s, and each ask scans every stored message: with 1,000 nodes and 100 messages in flight
-    one sweep costs ~0.5 s of CPU under the state's lock, so the poller alone keeps a core busy
-    while the clients train. This loop first collects (in one pass) the nodes that have an
-    undelivered message and asks only for those, in the stock order; the rest is unchanged.
-    A LinkState of another kind keeps the stock loop.
-    """
-
-    def add_messages_to_queue(state, queue, nodes_mapping, f_stop: threading.Event) -> None:
-        store, lock = getattr(state, "message_ins_store", None), getattr(state, "lock", None)
-        if not isinstance(store, dict) or lock is None:
-            stock(state, queue, nodes_mapping, f_stop)
-            return
-        while not f_stop.is_set():
-            with lock:
-                pending = {
-                    m.metadata.dst_node_id for m in store.values() if m.metadata.delivered_at == ""
-                }
-            if pending:
-                for node_id in nodes_mapping.keys():
-                    if node_id in pending:
-                        for msg in state.get_message_ins(node_id=node_id, limit=1):
-                            queue.put(msg)
-            f_stop.wait(0.1)
-
-    add_messages_to_queue.stock = stock  # type: ignore[attr-defined]
-    return add_messages_to_queue
-
-
-@contextlib.contextmanager
-def fast_simulation_polling() -> Iterator[bool]:
-    """Within the block, Flower simulations deliver messages without the O(nodes × messages)
-    sweep (:func:`_pending_polling`); yields whether the fast loop is installed (not when
-    ``KECO_STOCK_FLOWER_POLLING=1``). Wrap ``flwr.simulation.run_simulation`` in it."""
-    from flwr.server.superlink.fleet.vce import vce_api
-
-    current = vce_api.add_messages_to_queue
-    if os.environ.get(STOCK_POLLING_ENV) == "1" or hasattr(current, "stock"):
-        yield hasattr(current, "stock")  # stock requested, or already installed (nested)
-        return
-    vce_api.add_messages_to_queue = _pending_polling(current)
-    try:
-        yield True
-    finally:
-        vce_api.add_messages_to_queue = current
-
-
-SIMULATION_NODE_ID_SEED = 20_241_124
-"""Seed of the node-id sequence of simulated SuperNodes (:func:`stable_simulation_node_ids`)."""
-
-
-@contextlib.contextmanager
-def stable_simulation_node_ids() -> Iterator[None]:
-    """Within the block, Flower simulations give their virtual SuperNodes the same node ids in
-    every run (a fixed pseudo-random sequence in registration order, i.e. by partition id).
-
-    Flower draws node ids from ``os.urandom``; the strategies sample node ids, so with partial
-    participation the same seed would otherwise train a different set of clients in every run.
-    With stable ids, sampling seeded by (seed, round) picks the same partitions every time.
-    Only node registration is affected (run and message ids stay random). Wrap
-    ``flwr.simulation.run_simulation`` in it.
-    """
-    from flwr.server.superlink.fleet.vce import vce_api
-    from flwr.server.superlink.linkstate import in_memory_linkstate
-
-    register, draw = vce_api._register_nodes, in_memory_linkstate.generate_rand_int_from_bytes
-    if hasattr(register, "stock"):  # already installed (nested)
-        yield
-        return
-
-    def register_nodes(num_nodes: int, state_factory: Any) -> dict[int, int]:
-        rng, registering = random.Random(SIMULATION_NODE_ID_SEED), threading.get_ident()
-
-        def next_id(num_bytes: int, exclude: set[int] | None = None) -> int:
-            if threading.get_ident() != registering:  # another thread's id: Flower's own draw
-                return draw(num_bytes, exclude)
-            while (node_id := rng.getrandbits(8 * num_bytes)) in (exclude or ()):
-                pass
-            return node_id
-
-        in_memory_linkstate.generate_rand_int_from_bytes = next_id
-        try:
-            return register(num_nodes, state_factory)
-        finally:
-            in_memory_linkstate.generate_rand_int_from_bytes = draw
-
-    register_nodes.stock = register  # type: ignore[attr-defined]
-    vce_api._register_nodes = register_nodes
-    try:
-        yield
-    finally:
-        vce_api._register_nodes = register
-
-
-@contextlib.contextmanager
-def keep_outer_ray() -> Iterator[bool]:
-    """Within the block, Flower's simulation leaves a Ray connection it did not open alone.
-
-    Flower's Ray backend calls ``ray.shutdown()`` when the simulation ends, also when Ray was
-    initialised before (the simulation then runs on that cluster): inside a Ray task, e.g. a job
-    of Hydra's Ray launcher, that cuts the task off from Ray and the task fails after its work
-    is done. Yields whether Ray was already initialised (and is therefore kept).
-    """
-    import ray
-
-    if not ray.is_initialized():
-        yield False
-        return
-    shutdown = ray.shutdown
-    ray.shutdown = lambda *args, **kwargs: None  # type: ignore[assignment]
-    try:
-        yield True
-    finally:
-        ray.shutdown = shutdown  # type: ignore[assignment]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from common.crypto import PUBLIC_CONTEXT_FILE, make_backend
@@ -23,7 +24,17 @@ from common.distill import schedule_value
 from common.fed import distill_global, initial_weights, knowledge_shape
 from common.fed.settings import PLAINTEXT_STRATEGIES, FederatedRunConfig
 from common.protocol import (
+    ARRAYS,
+    CONFIG,
+    DEADLINE_KEY,
+    DELTA_KEY,
+    EVAL_METRICS,
+    NUM_EXAMPLES_KEY,
+    STUDENT_KEY,
     SUMMED_METRICS,
+    TEMPERATURE_KEY,
+    TRAIN_ACCURACY_KEY,
+    TRAIN_LOSS_KEY,
     GlobalSums,
     initial_arrays,
     initial_sums,
@@ -33,9 +44,6 @@ from server.fedavg import DeadlineFedAvg
 from server.fedmeta2ag import FedMeta2Ag
 from server.loop import run_rounds
 from server.strategy import Keco
-
-STUDENT_KEY = "student"
-"""Key of the flat student in FedAvg's ArrayRecord."""
 
 
 def initial_model(cfg: FederatedRunConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +69,7 @@ def train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     return out
 
 
-def build_strategy(cfg: FederatedRunConfig):
+def build_strategy(cfg: FederatedRunConfig) -> tuple[Strategy, ArrayRecord]:
     """The strategy of ``cfg.strategy.name`` and its initial arrays."""
     fed, st = cfg.federation, cfg.strategy
     w0, g0 = initial_model(cfg)
@@ -75,8 +83,8 @@ def build_strategy(cfg: FederatedRunConfig):
     )  # fmt: skip
     if st.name in PLAINTEXT_STRATEGIES:
         plain = dict(
-            common, weighted_by_key="num-examples", train_metrics_aggr_fn=train_metrics,
-            deadline_s=deadline,
+            common, weighted_by_key=NUM_EXAMPLES_KEY, arrayrecord_key=ARRAYS,
+            configrecord_key=CONFIG, train_metrics_aggr_fn=train_metrics, deadline_s=deadline,
         )  # fmt: skip
         if st.name == "fedmeta2ag":
             strategy = FedMeta2Ag(**plain, expected_length=len(w0))
@@ -105,14 +113,14 @@ def build_strategy(cfg: FederatedRunConfig):
 
 
 def _row(server_round: int, train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {"train_loss": train.get("train_loss")}
+    row: dict[str, Any] = {"train_loss": train.get(TRAIN_LOSS_KEY)}
     for key in (
-        "set_x", "set_u", "set_v", "set_late", "rejected", "failed", "train_accuracy",
+        "set_x", "set_u", "set_v", "set_late", "rejected", "failed", TRAIN_ACCURACY_KEY,
         "edge_servers", "delta_formed", "sim_seconds", "values_up", *SUMMED_METRICS,
     ):  # fmt: skip
         if key in train:
             row[key] = train[key]
-    for key in ("qoe", "drop_ratio", "delay", "energy_total", "offload_ratio", "tasks"):
+    for key in EVAL_METRICS:
         if key in evaluate:
             row[f"eval_{key}"] = evaluate[key]
     return row
@@ -132,9 +140,9 @@ def run_server(
         def fedavg_config(r: int) -> ConfigRecord:
             return ConfigRecord(
                 {
-                    "keco.delta": schedule_value(st.delta, r - 1),
-                    "keco.temperature": st.temperature,
-                    "keco.deadline-s": math.inf if st.deadline_s is None else st.deadline_s,
+                    DELTA_KEY: schedule_value(st.delta, r - 1),
+                    TEMPERATURE_KEY: st.temperature,
+                    DEADLINE_KEY: math.inf if st.deadline_s is None else st.deadline_s,
                 }
             )
 

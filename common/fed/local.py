@@ -59,9 +59,17 @@ from common.models import (
     unflatten_params,
 )
 from common.models.nets import ModelConfig
+from common.protocol import (
+    COMPUTE_KEY,
+    EPISODES_KEY,
+    ROLE_FRESH,
+    ROLE_ON_TIME,
+    ROLE_STALE,
+    TRAIN_ACCURACY_KEY,
+    TRAIN_LOSS_KEY,
+    TRAIN_STEPS_KEY,
+)
 from common.training import fit, permute_edges_batch
-
-ROLE_ON_TIME, ROLE_STALE, ROLE_FRESH = "x", "u", "v"
 
 
 def knowledge_shape(cfg: FederatedRunConfig) -> tuple[int, int]:
@@ -496,9 +504,9 @@ def train_round(
     metrics: dict[str, float] = {
         # a weights-only (FedAvg-like) client has no logits to fall back on: its late work is
         # the training it could not finish, so its compute time says it is late
-        "compute_s": t_train if role == ROLE_ON_TIME or plain else t_logits,
+        COMPUTE_KEY: t_train if role == ROLE_ON_TIME or plain else t_logits,
         "samples_new": float(len(data.label)),
-        "episodes": float(local.episodes),
+        EPISODES_KEY: float(local.episodes),
         "buffer": float(n),
     }
     model = None
@@ -511,8 +519,8 @@ def train_round(
             outer_lr=meta.outer_lr, tasks=meta.tasks, batch_size=local.batch_size,
             seed=round_seed(cfg.seed, pid, server_round, 3),
         )  # fmt: skip
-        metrics["train_loss"] = float(np.mean(losses[-max(1, len(losses) // 4) :]))
-        metrics["train_steps"] = float(meta.tasks * (meta.inner_steps + 1))  # gradient steps
+        metrics[TRAIN_LOSS_KEY] = float(np.mean(losses[-max(1, len(losses) // 4) :]))
+        metrics[TRAIN_STEPS_KEY] = float(meta.tasks * (meta.inner_steps + 1))  # gradient steps
         model = flatten_params(student)
     elif role == ROLE_ON_TIME:
         steps = local_steps(cfg, n)
@@ -521,14 +529,14 @@ def train_round(
             knowledge, delta, temperature,
         )  # fmt: skip
         tail = losses[-max(1, steps // local.epochs) :]
-        metrics["train_loss"] = float(np.mean(tail))
-        metrics["train_steps"] = float(steps)
+        metrics[TRAIN_LOSS_KEY] = float(np.mean(tail))
+        metrics[TRAIN_STEPS_KEY] = float(steps)
         model = flatten_params(student)
     with torch.inference_mode():
         pred = student(f, h).argmax(1)
         best = cost_targets(state.costs, local.targets)
         chosen = np.take_along_axis(best, pred.numpy()[:, None], 1)[:, 0]
-        metrics["train_accuracy"] = float(np.mean(chosen >= best.max(1) - 1e-6))
+        metrics[TRAIN_ACCURACY_KEY] = float(np.mean(chosen >= best.max(1) - 1e-6))
 
     if plain:
         return RoundResult(role, n, None, server_round, model, metrics)

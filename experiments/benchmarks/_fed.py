@@ -31,6 +31,8 @@ from typing import Any
 
 import psutil
 
+from experiments.flower_patches import STOCK_POLLING_ENV, fast_simulation_polling
+
 BENCH_OVERRIDES: tuple[str, ...] = (
     "experiment=federation",
     "strategy.local.episodes=1",
@@ -254,11 +256,11 @@ def run_federation(
     the whole process tree during the round), the wall time of the child, the startup time
     (wall time not spent in rounds: interpreter, keys, Ray start), and the peak memory of its
     whole process tree. ``stock_polling`` keeps Flower's own message polling (see
-    :func:`server.loop.fast_simulation_polling`). Raises ``RuntimeError`` with the child's log
-    tail if it fails.
+    :func:`experiments.flower_patches.fast_simulation_polling`). Raises ``RuntimeError`` with
+    the child's log tail if it fails.
     """
     from common.fed.settings import default_client_dir
-    from server.loop import CHECKPOINT_DIR, STOCK_POLLING_ENV
+    from server.loop import CHECKPOINT_DIR
 
     run_dir = work_dir / label
     client_dir = Path(default_client_dir(run_dir))
@@ -548,7 +550,6 @@ def _child(spec_path: str) -> None:
     from common.fed.prepare import prepare_run_dir
     from common.fed.settings import federated_from_dict
     from experiments.tasks.federation import simulate
-    from server.loop import fast_simulation_polling
 
     run_dir = Path(spec["run_dir"])
     cfg = federated_from_dict(compose(spec["overrides"]), run_dir)

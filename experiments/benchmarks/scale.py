@@ -10,7 +10,7 @@ round 1, where the Ray actors start, and the start-up before it are reported apa
 in CPU seconds of the whole process tree, and the peak resident memory of the whole run (the
 driver, Ray's GCS, raylet and workers: every process of the tree, sampled with psutil).
 ``stock_at`` lists sizes to run a second time with Flower's own message polling (before the
-fix in :func:`server.loop.fast_simulation_polling`).
+fix in :func:`experiments.flower_patches.fast_simulation_polling`).
 """
 
 from __future__ import annotations

@@ -37,9 +37,14 @@ from common.mec import evaluate_policy, feature_scale, n_features
 from common.mec.policies import make_policy
 from common.models import NetPolicy, count_params, measure_latency_us
 from common.progress import Progress
-from common.protocol import GlobalSums, read_global
+from common.protocol import STUDENT_KEY, GlobalSums, read_global
 from experiments import tracking
 from experiments.figures import write_report
+from experiments.flower_patches import (
+    fast_simulation_polling,
+    keep_outer_ray,
+    stable_simulation_node_ids,
+)
 from experiments.logs import route_flower_logs, setup_logging
 
 log = logging.getLogger("keco")
@@ -54,7 +59,6 @@ def simulate(
 
     from client.app import build_client_app
     from server.app import build_server_app
-    from server.loop import fast_simulation_polling, keep_outer_ray, stable_simulation_node_ids
 
     route_flower_logs()  # one line per event, Flower's included
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -94,7 +98,6 @@ def final_student(cfg: FederatedRunConfig) -> np.ndarray | list[np.ndarray]:
     from the clients' state files, as only an experimenter with access to them can).
     """
     from server.loop import load_checkpoint
-    from server.run import STUDENT_KEY
 
     if cfg.strategy.name == "feddistill":
         return list(client_models(cfg).values())

@@ -16,7 +16,8 @@ from flwr.app import (
     RecordDict,
 )
 
-from server.fedmeta2ag import EDGE_GROUP_KEY, FedMeta2Ag
+from common.protocol import EDGE_GROUP_KEY
+from server.fedmeta2ag import FedMeta2Ag
 
 
 def _reply(node: int, weights: np.ndarray | None, n: float, group: int | None) -> Message:

@@ -16,9 +16,6 @@ from common.fed import (
     train_round,
 )
 from common.fed.local import (
-    ROLE_FRESH,
-    ROLE_ON_TIME,
-    ROLE_STALE,
     round_loads,
     round_worlds,
     schedule_budget,
@@ -26,6 +23,7 @@ from common.fed.local import (
 from common.fed.settings import federated_from_dict
 from common.mec import TaskDataset, n_features
 from common.models import flatten_params
+from common.protocol import ROLE_FRESH, ROLE_ON_TIME, ROLE_STALE
 
 SMALL = [
     "experiment=federation", "scenario=qeco", "scenario.n_devices=6", "scenario.n_slots=20",
