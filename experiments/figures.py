@@ -6,6 +6,9 @@ Usage: ``python -m experiments.figures <run_dir>`` rereads ``<run_dir>/results.j
 Every key is optional: a metric missing from every round gets no panel and no table column, and
 ``None``/NaN values are left out of plots and shown as ``–`` in tables, so partial or older
 results files still give a report.
+
+The markdown table writer (:func:`markdown`) and the figure helper (:func:`figure`) also make
+the sweep summaries of :mod:`experiments.report`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -23,11 +27,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only; must precede the pyplot import so no display is needed
 
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from tabulate import DataRow, TableFormat  # noqa: E402
 
 MISSING = "–"
 HIGHLIGHT_COLOUR = "tab:orange"
 OTHER_COLOUR = "tab:blue"
 DPI = 120
+PANEL_SIZE = (4.6, 3.6)  # inches per subplot
 
 # KECO's client sets (DESIGN §5): x on time, u late with stale logits, v late with fresh logits.
 SET_LABELS = {
@@ -35,9 +42,25 @@ SET_LABELS = {
     "set_u": "u: late, stale",
     "set_v": "v: late, fresh",
 }
+POLICY_PANELS = (
+    ("qoe", "QoE per task (higher is better)", "{:.2f}"),
+    ("drop_ratio", "Drop ratio (lower is better)", "{:.3f}"),
+)
+BYTE_LABELS = {"bytes_up": "up (clients → server)", "bytes_down": "down (server → clients)"}
+ROUND_PANELS = (
+    ("eval_qoe", "Evaluation QoE", "QoE per task (higher is better)"),
+    ("eval_drop_ratio", "Evaluation drop ratio", "dropped / all tasks"),
+)
+
+# tabulate's "pipe" table without its column padding: the cells stay as the reports wrote them.
+MARKDOWN = TableFormat(
+    lineabove=None, linebelowheader=lambda widths, _: "|" + "---|" * len(widths),
+    linebetweenrows=None, linebelow=None, headerrow=DataRow("| ", " | ", " |"),
+    datarow=DataRow("| ", " | ", " |"), padding=0, with_header_hide=None,
+)  # fmt: skip
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
     """``value`` as a finite float, or ``None`` when it is missing, NaN, infinite or not numeric."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -45,46 +68,52 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _round_number(row: dict, index: int) -> int:
-    """The row's ``round``, falling back to its 1-based position in the list."""
-    number = _number(row.get("round"))
-    return int(number) if number is not None else index + 1
+def markdown(table: pd.DataFrame) -> list[str]:
+    """``table`` as markdown lines: its columns as the header, its cells as they are."""
+    return table.to_markdown(
+        index=False, tablefmt=MARKDOWN, stralign=None, numalign=None, disable_numparse=True
+    ).split("\n")
 
 
-def _series(rounds: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
-    """Round numbers and values of ``key``, only where the value is a finite number."""
-    xs, ys = [], []
-    for index, row in enumerate(rounds):
-        value = _number(row.get(key))
-        if value is not None:
-            xs.append(_round_number(row, index))
-            ys.append(value)
-    return xs, ys
-
-
-def _has(rows: Sequence[dict], key: str) -> bool:
-    return any(key in row for row in rows)
-
-
-def save_figure(
-    fig: plt.Figure, path: Path, rect: tuple[float, float, float, float] | None = None
-) -> Path:
-    """Lay ``fig`` out, write it to ``path`` at :data:`DPI`, close it and return ``path``.
-
-    ``rect`` (figure fractions left, bottom, right, top) keeps the axes inside a box, e.g. to
-    leave a strip above them for a title and a legend shared by all panels.
-    """
-    fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    return save_figure(fig, path)
+@contextmanager
+def figure(
+    path: Path, nrows: int = 1, ncols: int = 1, used: int | None = None,
+    header: float | None = None, size: tuple[float, float] = PANEL_SIZE, **subplots: Any,
+) -> Iterator[tuple[plt.Figure, list[plt.Axes]]]:  # fmt: skip
+    """The one figure helper: ``nrows`` x ``ncols`` panels of ``size`` inches, ``header`` inches
+    above them for a title and a shared legend, the panels after the first ``used`` hidden;
+    laid out, written to ``path`` at :data:`DPI` and closed when the ``with`` block ends."""
+    height = size[1] * nrows + (header or 0.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, height), squeeze=False,
+                             **subplots)  # fmt: skip
+    try:
+        flat = list(axes.flat)
+        for ax in flat[used:] if used is not None else []:
+            ax.set_visible(False)
+        yield fig, flat
+        # No rect without a header: tight_layout makes a second layout pass whenever it gets one.
+        fig.tight_layout(rect=None if header is None else (0, 0, 1, 1 - header / height))
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
 
 
 # ---- figures ---------------------------------------------------------------------------------
+
+
+def _round_numbers(rounds: Sequence[dict]) -> pd.DataFrame:
+    """The rounds' finite numbers (NaN for anything else); ``round`` falls back to the row's
+    1-based position."""
+    frame = pd.DataFrame(list(rounds), dtype=object).map(number).astype(float)
+    position = pd.Series(range(1, len(frame) + 1), dtype=float)
+    frame["round"] = frame.get("round", position).fillna(position).astype(int)
+    return frame
+
+
+def _series(frame: pd.DataFrame, key: str) -> tuple[list[int], list[float]]:
+    """Round numbers and values of ``key``, only where the value is a finite number."""
+    valid = frame[key].notna()
+    return frame.loc[valid, "round"].tolist(), frame.loc[valid, key].tolist()
 
 
 def plot_rounds(rounds: list[dict], out_dir: Path) -> list[Path]:
@@ -97,35 +126,34 @@ def plot_rounds(rounds: list[dict], out_dir: Path) -> list[Path]:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    line_panels = [
-        (key, title, ylabel)
-        for key, title, ylabel in (
-            ("eval_qoe", "Evaluation QoE", "QoE per task (higher is better)"),
-            ("eval_drop_ratio", "Evaluation drop ratio", "dropped / all tasks"),
-        )
-        if _has(rounds, key)
-    ]
-    set_keys = [key for key in SET_LABELS if _has(rounds, key)]
-    n_panels = len(line_panels) + bool(set_keys)
+    frame = _round_numbers(rounds)
+    present = {key for row in rounds for key in row}
+    line_panels = [panel for panel in ROUND_PANELS if panel[0] in present]
+    set_keys = [key for key in SET_LABELS if key in present]
+    byte_keys = [key for key in ("bytes_up", "bytes_down") if key in present]
     # Every panel spans all rounds, so a round missing from one metric still lines up.
-    numbers = [_round_number(row, index) for index, row in enumerate(rounds)]
-    span = (min(numbers, default=1) - 0.5, max(numbers, default=1) + 0.5)
-    if n_panels:
-        fig, axes = plt.subplots(1, n_panels, figsize=(4.6 * n_panels, 3.6), squeeze=False)
-        axes = list(axes[0])
-        for ax, (key, title, ylabel) in zip(axes, line_panels, strict=False):
-            xs, ys = _series(rounds, key)
-            ax.plot(xs, ys, marker="o", color=OTHER_COLOUR)
-            _round_axis(ax, title, ylabel, span)
-        if set_keys:
-            _plot_sets(axes[-1], rounds, set_keys, span)
-        written.append(_save(fig, out_dir / "rounds_qoe.png"))
-
-    byte_keys = [key for key in ("bytes_up", "bytes_down") if _has(rounds, key)]
+    span = (frame["round"].min() - 0.5, frame["round"].max() + 0.5) if len(frame) else (0.5, 1.5)
+    written = []
+    if line_panels or set_keys:
+        written.append(out_dir / "rounds_qoe.png")
+        with figure(written[-1], 1, len(line_panels) + bool(set_keys)) as (_, axes):
+            for ax, (key, title, ylabel) in zip(axes, line_panels, strict=False):
+                ax.plot(*_series(frame, key), marker="o", color=OTHER_COLOUR)
+                _round_axis(ax, title, ylabel, span)
+            if set_keys:
+                _plot_sets(axes[-1], rounds, frame, set_keys, span)
     if byte_keys:
-        written.append(_plot_bytes(rounds, byte_keys, span, out_dir / "rounds_bytes.png"))
+        series = {key: _series(frame, key) for key in byte_keys}
+        largest = max((max(ys) for _, ys in series.values() if ys), default=0.0)
+        # decimal units that keep the largest value readable
+        divisor, unit = (1e6, "MB = 10⁶ bytes") if largest >= 1e6 else (1e3, "kB = 10³ bytes")
+        written.append(out_dir / "rounds_bytes.png")
+        with figure(written[-1], size=(6.0, 3.6)) as (_, (ax,)):
+            for key, (xs, ys) in series.items():
+                ax.plot(xs, [y / divisor for y in ys], marker="o", label=BYTE_LABELS[key])
+            _round_axis(ax, "Traffic per round", f"bytes per round ({unit})", span)
+            ax.set_ylim(bottom=0)
+            ax.legend(fontsize="small")
     return written
 
 
@@ -139,15 +167,15 @@ def _round_axis(ax: plt.Axes, title: str, ylabel: str, span: tuple[float, float]
 
 
 def _plot_sets(
-    ax: plt.Axes, rounds: Sequence[dict], set_keys: Sequence[str], span: tuple[float, float]
-) -> None:
+    ax: plt.Axes, rounds: Sequence[dict], frame: pd.DataFrame, set_keys: Sequence[str],
+    span: tuple[float, float],
+) -> None:  # fmt: skip
     """Stacked bars of the set sizes; a round is drawn if it has any set key (missing ones = 0)."""
-    rows = [(i, row) for i, row in enumerate(rounds) if any(_has([row], k) for k in set_keys)]
-    xs = [_round_number(row, i) for i, row in rows]
-    bottom = [0.0] * len(rows)
+    drawn = frame[[any(key in row for key in set_keys) for row in rounds]]
+    bottom = [0.0] * len(drawn)
     for key in set_keys:
-        heights = [_number(row.get(key)) or 0.0 for _, row in rows]
-        ax.bar(xs, heights, bottom=bottom, label=SET_LABELS[key])
+        heights = drawn[key].fillna(0.0).tolist()
+        ax.bar(drawn["round"].tolist(), heights, bottom=bottom, label=SET_LABELS[key])
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     _round_axis(ax, "Client sets per round", "clients", span)
     ax.yaxis.get_major_locator().set_params(integer=True)
@@ -155,34 +183,11 @@ def _plot_sets(
     ax.legend(loc="upper center", ncol=len(set_keys), fontsize="small")
 
 
-def _byte_unit(largest: float) -> tuple[float, str]:
-    """Divisor and name of the decimal unit that keeps ``largest`` readable."""
-    if largest >= 1e6:
-        return 1e6, "MB = 10⁶ bytes"
-    return 1e3, "kB = 10³ bytes"
-
-
-def _plot_bytes(
-    rounds: Sequence[dict], keys: Sequence[str], span: tuple[float, float], path: Path
-) -> Path:
-    series = {key: _series(rounds, key) for key in keys}
-    largest = max((max(ys) for _, ys in series.values() if ys), default=0.0)
-    divisor, unit = _byte_unit(largest)
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    labels = {"bytes_up": "up (clients → server)", "bytes_down": "down (server → clients)"}
-    for key, (xs, ys) in series.items():
-        ax.plot(xs, [y / divisor for y in ys], marker="o", label=labels[key])
-    _round_axis(ax, "Traffic per round", f"bytes per round ({unit})", span)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
-
-
 def _sorted_by_qoe(policies: dict[str, dict]) -> list[str]:
     """Policy names by QoE, best first; policies without a QoE go last, in name order."""
 
     def key(name: str) -> tuple[bool, float, str]:
-        qoe = _number(policies[name].get("qoe"))
+        qoe = number(policies[name].get("qoe"))
         return (qoe is None, -(qoe or 0.0), name)
 
     return sorted(policies, key=key)
@@ -199,35 +204,28 @@ def plot_policies(policies: dict[str, dict], out_dir: Path, highlight: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     names = _sorted_by_qoe(policies)[::-1]  # barh draws the first bar at the bottom
     colours = [HIGHLIGHT_COLOUR if name == highlight else OTHER_COLOUR for name in names]
-    height = max(2.5, 0.42 * len(names) + 1.2)
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, height), sharey=True)
-    panels = (
-        ("qoe", "QoE per task (higher is better)", "{:.2f}"),
-        ("drop_ratio", "Drop ratio (lower is better)", "{:.3f}"),
-    )
-    for ax, (key, title, fmt) in zip(axes, panels, strict=True):
-        values = [_number(policies[name].get(key)) for name in names]
-        bars = ax.barh(range(len(names)), [v or 0.0 for v in values], color=colours)
-        ax.bar_label(
-            bars, labels=[MISSING if v is None else fmt.format(v) for v in values], padding=3,
-            fontsize="small",
-        )  # fmt: skip
-        ax.set_title(title)
-        ax.axvline(0.0, color="black", linewidth=0.8)
-        ax.grid(axis="x", alpha=0.3)
-        ax.margins(x=0.18)
-    axes[0].set_yticks(range(len(names)), names)
-    for tick, name in zip(axes[0].get_yticklabels(), names, strict=True):
-        if name == highlight:
-            tick.set_fontweight("bold")
-    return _save(fig, out_dir / "policies.png")
+    path = out_dir / "policies.png"
+    size = (5.0, max(2.5, 0.42 * len(names) + 1.2))
+    with figure(path, 1, 2, size=size, sharey=True) as (_, axes):
+        for ax, (key, title, fmt) in zip(axes, POLICY_PANELS, strict=True):
+            values = [number(policies[name].get(key)) for name in names]
+            bars = ax.barh(range(len(names)), [v or 0.0 for v in values], color=colours)
+            ax.bar_label(
+                bars, labels=[MISSING if v is None else fmt.format(v) for v in values], padding=3,
+                fontsize="small",
+            )  # fmt: skip
+            ax.set_title(title)
+            ax.axvline(0.0, color="black", linewidth=0.8)
+            ax.grid(axis="x", alpha=0.3)
+            ax.margins(x=0.18)
+        axes[0].set_yticks(range(len(names)), names)
+        for tick, name in zip(axes[0].get_yticklabels(), names, strict=True):
+            if name == highlight:
+                tick.set_fontweight("bold")
+    return path
 
 
 # ---- report ----------------------------------------------------------------------------------
-
-
-def _fixed(decimals: int) -> Callable[[float], str]:
-    return lambda value: f"{value:.{decimals}f}"
 
 
 def _integer(value: float) -> str:
@@ -237,61 +235,44 @@ def _integer(value: float) -> str:
 # Column name → formatter, in table order (ratios/losses 3 decimals, QoE 2, bytes with
 # thousands separators, seconds 1 decimal, energy in J per task 3 decimals).
 ROUND_COLUMNS: dict[str, Callable[[float], str]] = {
-    "round": _integer,
-    "train_loss": _fixed(3),
-    "eval_qoe": _fixed(2),
-    "eval_drop_ratio": _fixed(3),
-    "set_x": _integer,
-    "set_u": _integer,
-    "set_v": _integer,
-    "bytes_up": _integer,
-    "bytes_down": _integer,
-    "seconds": _fixed(1),
-}
+    "round": _integer, "train_loss": "{:.3f}".format, "eval_qoe": "{:.2f}".format,
+    "eval_drop_ratio": "{:.3f}".format, "set_x": _integer, "set_u": _integer, "set_v": _integer,
+    "bytes_up": _integer, "bytes_down": _integer, "seconds": "{:.1f}".format,
+}  # fmt: skip
 POLICY_COLUMNS: dict[str, Callable[[float], str]] = {
-    "qoe": _fixed(2),
-    "drop_ratio": _fixed(3),
-    "delay": _fixed(2),
-    "energy_total": _fixed(3),
-    "params": _integer,
-    "infer_us": _fixed(1),
-}
+    "qoe": "{:.2f}".format, "drop_ratio": "{:.3f}".format, "delay": "{:.2f}".format,
+    "energy_total": "{:.3f}".format, "params": _integer, "infer_us": "{:.1f}".format,
+}  # fmt: skip
 
 
 def _cell(value: Any, formatter: Callable[[float], str]) -> str:
-    number = _number(value)
-    if number is not None:
-        return formatter(number)
+    value_number = number(value)
+    if value_number is not None:
+        return formatter(value_number)
     return MISSING if value is None or isinstance(value, int | float) else str(value)
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+def _formatted(frame: pd.DataFrame, formats: dict[str, Callable[[float], str]]) -> pd.DataFrame:
+    """The columns of ``formats`` that ``frame`` has, in that order, as table text."""
+    return pd.DataFrame(
+        {c: frame[c].map(lambda v, f=formats[c]: _cell(v, f)) for c in formats if c in frame},
+        index=frame.index, dtype=object,
+    )  # fmt: skip
 
 
 def _rounds_table(rounds: Sequence[dict]) -> list[str]:
-    columns = [name for name in ROUND_COLUMNS if _has(rounds, name)]
-    rows = [
-        [
-            _integer(_round_number(row, index)) if name == "round"
-            else _cell(row.get(name), ROUND_COLUMNS[name])
-            for name in columns
-        ]
-        for index, row in enumerate(rounds)
-    ]  # fmt: skip
-    return _markdown_table(columns, rows)
+    frame = pd.DataFrame(list(rounds), dtype=object)
+    if "round" in frame:  # the round number falls back to the position, as in the figures
+        frame["round"] = _round_numbers(rounds)["round"]
+    return markdown(_formatted(frame, ROUND_COLUMNS))
 
 
 def _policies_table(policies: dict[str, dict], highlight: str | None) -> list[str]:
-    columns = [name for name in POLICY_COLUMNS if _has(list(policies.values()), name)]
-    rows = [
-        [f"**{name}**" if name == highlight else name]
-        + [_cell(policies[name].get(column), POLICY_COLUMNS[column]) for column in columns]
-        for name in _sorted_by_qoe(policies)
-    ]
-    return _markdown_table(["policy", *columns], rows)
+    names = _sorted_by_qoe(policies)
+    frame = pd.DataFrame([policies[name] for name in names], dtype=object)
+    table = _formatted(frame, POLICY_COLUMNS)
+    table.insert(0, "policy", [f"**{name}**" if name == highlight else name for name in names])
+    return markdown(table)
 
 
 def _nested(mapping: Any, *keys: str) -> Any:
@@ -332,12 +313,12 @@ def _summary_line(policies: dict[str, dict], highlight: str | None) -> str | Non
     """One line: which other policies the highlighted one beats on QoE, and which it does not."""
     if highlight is None:
         return None
-    own = _number((policies.get(highlight) or {}).get("qoe"))
+    own = number((policies.get(highlight) or {}).get("qoe"))
     if own is None:
         return f"**Summary:** no QoE for the student policy `{highlight}`, nothing to compare."
     beaten, not_beaten = [], []
     for name in _sorted_by_qoe(policies):
-        other = _number(policies[name].get("qoe"))
+        other = number(policies[name].get("qoe"))
         if name == highlight or other is None:
             continue
         (beaten if own > other else not_beaten).append(f"{name} ({other:.2f})")
@@ -361,8 +342,8 @@ def communication_lines(rounds: Sequence[dict]) -> list[str]:
     float32; empty when the rounds do not record them."""
     rows = [
         r for r in rounds
-        if _number(r.get("bytes_up")) and _number(r.get("clients_replied"))
-        and _number(r.get("values_up"))
+        if number(r.get("bytes_up")) and number(r.get("clients_replied"))
+        and number(r.get("values_up"))
     ]  # fmt: skip
     if not rows:
         return []
@@ -373,19 +354,16 @@ def communication_lines(rounds: Sequence[dict]) -> list[str]:
     per_value = fmean([r["bytes_up"] / r["values_up"] for r in rows])
     values = fmean([r["values_up"] / c for r, c in zip(rows, clients, strict=True)])
     plain = values * PLAIN_BYTES_PER_VALUE
-    return [
-        "## Communication", "",
-        *_markdown_table(
-            ["per client per round", "this run", "plaintext float32"],
-            [
-                ["uploaded values", f"{values:,.0f}", f"{values:,.0f}"],
-                ["bytes up", f"{up:,.0f}", f"{plain:,.0f}"],
-                ["bytes down", f"{down:,.0f}", "–"],
-                ["bytes per uploaded value", f"{per_value:.2f}", f"{PLAIN_BYTES_PER_VALUE}"],
-            ],
-        ),
-        "",
-    ]  # fmt: skip
+    table = pd.DataFrame(
+        [
+            ["uploaded values", f"{values:,.0f}", f"{values:,.0f}"],
+            ["bytes up", f"{up:,.0f}", f"{plain:,.0f}"],
+            ["bytes down", f"{down:,.0f}", MISSING],
+            ["bytes per uploaded value", f"{per_value:.2f}", f"{PLAIN_BYTES_PER_VALUE}"],
+        ],
+        columns=["per client per round", "this run", "plaintext float32"],
+    )
+    return ["## Communication", "", *markdown(table), ""]
 
 
 def write_report(run_dir: Path, results: dict, title: str = "KECO run report") -> Path:

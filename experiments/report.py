@@ -38,10 +38,9 @@ jobs, the failed jobs, one table per plotted metric and facet value, and the fig
 from __future__ import annotations
 
 import argparse
-import csv
+import itertools
 import json
 import math
-import os
 import re
 import string
 import sys
@@ -51,11 +50,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 # pyplot comes from experiments.figures, which selects the file-only Agg backend before
 # importing it; importing matplotlib.pyplot here first would bypass that.
-from experiments.figures import MISSING, _markdown_table, _number, plt, save_figure
+from experiments.figures import MISSING, figure, markdown, number
 from experiments.stats import bootstrap_ci
 
 RESULTS = "results.json"
@@ -65,13 +65,14 @@ CSV_COLUMNS = (
     "study", "method", "facet", "x", "metric", "mean", "std", "ci_low", "ci_high", "n",
     "diff", "diff_low", "diff_high",
 )  # fmt: skip
+CELL = ("metric", "facet", "x", "method")  # what a summary row is the mean over seeds of
 BUDGET_COLUMNS = ("episodes", "steps", "params", "train_seconds")
 KINDS = ("line", "bar")
 SIGNIFICANT = 3  # least significant digits of a table's means (integer digits are never cut)
 MAX_DECIMALS = 6
-PANEL_SIZE = (4.6, 3.6)  # inches per subplot, the same as experiments.figures' panels
 TITLE_HEIGHT = 0.4  # inches above the axes for the figure title
 LEGEND_ROW_HEIGHT = 0.35  # inches per row of the shared legend
+CURVES_HEADER = 0.8  # inches above the curve panels for their legend
 LEGEND_COLUMNS = 6
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 MAX_MARKERS = 12  # per line; long time series get markers on every k-th point only
@@ -105,19 +106,13 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-def _walk(root: Path) -> Iterable[tuple[Path, list[str], list[str]]]:
-    """``os.walk`` in sorted order that never enters ``.hydra`` (Hydra's saved configs)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            (d for d in dirnames if d != ".hydra"), key=lambda d: _natural_key(Path(d))
-        )
-        yield Path(dirpath), dirnames, filenames
+def _below(root: Path, name: str) -> list[Path]:
+    """Every ``name`` below ``root`` outside ``.hydra`` directories (Hydra's saved configs)."""
+    return [p for p in root.rglob(name) if ".hydra" not in p.parent.relative_to(root).parts]
 
 
 def _results_files(root: Path) -> list[Path]:
-    return sorted(
-        (path / RESULTS for path, _, files in _walk(root) if RESULTS in files), key=_natural_key
-    )
+    return sorted(_below(root, RESULTS), key=_natural_key)
 
 
 def _job_dir(path: Path, root: Path) -> Path:
@@ -204,7 +199,7 @@ def find_failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     numbered directory right under the sweep (Hydra's ``subdir: ${hydra.job.num}``).
     """
     root = Path(sweep_dir)
-    candidates = {path for path, dirs, _ in _walk(root) if (path / ".hydra").is_dir()}
+    candidates = {path.parent for path in _below(root, ".hydra") if path.is_dir()}
     candidates |= {p for p in root.iterdir() if p.is_dir() and p.name.isdigit()}
     return [
         {"dir": job_dir, "overrides": _overrides(job_dir)}
@@ -302,16 +297,47 @@ def _axis_order(values: Iterable[Any]) -> list[Any]:
     return sorted(distinct) if all(_is_number(v) for v in distinct) else distinct
 
 
-def _cell_matrix(per_seed: dict[Any, list[Any]]) -> np.ndarray:
-    """A cell's values as a [seeds, episodes] matrix.
+def _record_values(
+    jobs: Sequence[dict[str, Any]], spec: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, dict[Any, int]]]:
+    """Every metric value of every record, one row per (job, record, metric): the cell's
+    :data:`CELL` columns as codes, ``seed`` and ``value`` (a float, or the record's list of
+    per-episode values); and per :data:`CELL` column, each value met -> its code."""
+    x_col, group_col, facet_col = spec["x"], spec["group"], spec["facet"]
+    keys = {x_col, group_col, facet_col, "seed", "episodes"}
+    codes: dict[str, dict[Any, int]] = {column: {} for column in CELL}
+    values, skipped = [], 0
+    for job in jobs:
+        for record in job["records"]:
+            if not isinstance(record, dict) or x_col not in record or group_col not in record:
+                skipped += 1
+                continue
+            facet = _key(record.get(facet_col, "")) if facet_col else ""
+            where = {"facet": "" if facet is None else facet, "x": _key(record[x_col]),
+                     "method": str(record[group_col])}  # fmt: skip
+            # codes, not the values: a groupby key may be None, or numbers and text mixed
+            cell = {c: codes[c].setdefault(v, len(codes[c])) for c, v in where.items()}
+            episodes = record.get("episodes") if isinstance(record.get("episodes"), dict) else {}
+            for column, value in record.items():
+                if column in keys or number(value) is None:
+                    continue
+                vector = episodes.get(column)
+                vector = [number(v) for v in vector] if isinstance(vector, list) else []
+                metric = codes["metric"].setdefault(column, len(codes["metric"]))
+                value = vector if vector and None not in vector else number(value)
+                values.append({**cell, "metric": metric, "seed": job["seed"], "value": value})
+    if skipped:
+        study = jobs[0]["study"]
+        _warn(f"study {study!r}: {skipped} record(s) without {x_col!r} or {group_col!r} skipped")
+    return pd.DataFrame(values, columns=[*CELL, "seed", "value"]), codes
 
-    Each seed contributes its records' per-episode vectors (or scalars), averaged over its
-    records; seeds with different episode counts (or scalars) fall back to one value each.
-    """
-    rows = [np.mean(np.atleast_2d(np.asarray(v, dtype=float)), axis=0) for v in per_seed.values()]
-    if len({len(r) for r in rows}) == 1:
-        return np.vstack(rows)
-    return np.array([[float(np.mean(r))] for r in rows])
+
+def _matrix(seed_rows: Sequence[np.ndarray]) -> np.ndarray:
+    """A cell's [seeds, episodes] matrix; seeds with different episode counts (or scalars) fall
+    back to one value each."""
+    if len({len(r) for r in seed_rows}) == 1:
+        return np.vstack(seed_rows)
+    return np.array([[float(np.mean(r))] for r in seed_rows])
 
 
 def aggregate(
@@ -336,95 +362,70 @@ def aggregate(
     if not jobs:
         return []
     spec = normalise_spec(spec) if spec is not None else study_spec(jobs)
-    x_col, group_col, facet_col = spec["x"], spec["group"], spec["facet"]
-    keys = {x_col, group_col, facet_col, "seed", "episodes"}
-    study = str(jobs[0]["study"])
+    frame, codes = _record_values(jobs, spec)
+    # cell -> seed -> that seed's records averaged (episode by episode), seeds in job order
+    cells: dict[tuple[int, ...], dict[Any, np.ndarray]] = {}
+    for (*cell, seed), values in frame.groupby([*CELL, "seed"], sort=False)["value"]:
+        matrix = np.atleast_2d(np.asarray(values.tolist(), dtype=float))
+        cells.setdefault(tuple(cell), {})[seed] = np.mean(matrix, axis=0)
 
-    # per_seed[(metric, facet, x, method)][seed] = values (scalars or per-episode vectors)
-    per_seed: dict[tuple[Any, ...], dict[Any, list[Any]]] = {}
-    metrics, facets, xs, methods = {}, {}, {}, {}
-    skipped = 0
-    for job in jobs:
-        for record in job["records"]:
-            if not isinstance(record, dict) or x_col not in record or group_col not in record:
-                skipped += 1
-                continue
-            x = _key(record[x_col])
-            method = str(record[group_col])
-            facet = _key(record.get(facet_col, "")) if facet_col else ""
-            facet = "" if facet is None else facet
-            xs[x] = facets[facet] = methods[method] = None
-            episodes = record.get("episodes") if isinstance(record.get("episodes"), dict) else {}
-            for column, value in record.items():
-                number = _number(value)
-                if column in keys or number is None:
-                    continue
-                vector = episodes.get(column)
-                if isinstance(vector, list) and vector:
-                    if all(_number(v) is not None for v in vector):
-                        number = [float(v) for v in vector]
-                metrics[column] = None
-                cell = per_seed.setdefault((column, facet, x, method), {})
-                cell.setdefault(job["seed"], []).append(number)
-    if skipped:
-        _warn(f"study {study!r}: {skipped} record(s) without {x_col!r} or {group_col!r} skipped")
-
-    reference = spec["reference"]
-    if reference is None and "greedy" in methods:
-        reference = "greedy"
     plotted = [panel["metric"] for panel in spec["panels"]]
-    metric_order = [m for m in plotted if m in metrics] + [m for m in metrics if m not in plotted]
     wanted = spec["methods"] or []
-    method_order = [m for m in wanted if m in methods] + [m for m in methods if m not in wanted]
+    metrics, methods = codes["metric"], codes["method"]
+    order = {
+        "metric": [m for m in plotted if m in metrics] + [m for m in metrics if m not in plotted],
+        "facet": _axis_order(codes["facet"]),
+        "x": _axis_order(codes["x"]),
+        "method": [m for m in wanted if m in methods] + [m for m in methods if m not in wanted],
+    }
+    reference = spec["reference"] or ("greedy" if "greedy" in methods else None)
+    study = str(jobs[0]["study"])
     rows = []
-    for metric in metric_order:
-        for facet in _axis_order(facets):
-            for x in _axis_order(xs):
-                ref_cell = per_seed.get((metric, facet, x, reference)) if reference else None
-                for method in method_order:
-                    cell = per_seed.get((metric, facet, x, method))
-                    if not cell:
-                        continue
-                    values = _cell_matrix(cell)
-                    seed_means = values.mean(1)
-                    mean, low, high = bootstrap_ci(values)
-                    row = dict(
-                        study=study, method=method, facet=facet, x=x, metric=metric, mean=mean,
-                        std=float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
-                        ci_low=low, ci_high=high, n=len(seed_means),
-                        diff=None, diff_low=None, diff_high=None,
-                    )  # fmt: skip
-                    common = [seed for seed in cell if ref_cell and seed in ref_cell]
-                    if method != reference and common:
-                        mine = _cell_matrix({s: cell[s] for s in common})
-                        ref = _cell_matrix({s: ref_cell[s] for s in common})
-                        if mine.shape == ref.shape:
-                            diff = bootstrap_ci(mine - ref)
-                            row.update(diff=diff[0], diff_low=diff[1], diff_high=diff[2])
-                    rows.append(row)
+    for key in itertools.product(*(order[c] for c in CELL)):
+        code = tuple(codes[c][v] for c, v in zip(CELL, key, strict=True))
+        cell = cells.get(code)
+        if not cell:
+            continue
+        metric, facet, x, method = key
+        values = _matrix(list(cell.values()))
+        seed_means = values.mean(1)
+        mean, low, high = bootstrap_ci(values)
+        row = dict(
+            study=study, method=method, facet=facet, x=x, metric=metric, mean=mean,
+            std=float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
+            ci_low=low, ci_high=high, n=len(seed_means), diff=None, diff_low=None, diff_high=None,
+        )  # fmt: skip
+        ref_cell = cells.get((*code[:3], methods[reference])) if reference in methods else None
+        common = [seed for seed in cell if ref_cell and seed in ref_cell]
+        if method != reference and common:
+            mine = _matrix([cell[s] for s in common])
+            ref = _matrix([ref_cell[s] for s in common])
+            if mine.shape == ref.shape:
+                diff = bootstrap_ci(mine - ref)
+                row.update(diff=diff[0], diff_low=diff[1], diff_high=diff[2])
+        rows.append(row)
     return rows
 
 
-def budgets(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per trained method, the mean over seeds of its training budget (``results.json``'s
-    ``methods``): episodes simulated, optimiser steps, parameters and training seconds."""
-    cells: dict[str, dict[str, list[float]]] = {}
-    notes: dict[str, str] = {}
-    for job in jobs:
-        for method, info in (job.get("methods") or {}).items():
-            if not isinstance(info, dict):
-                continue
-            for key in BUDGET_COLUMNS:
-                number = _number(info.get(key))
-                if number is not None:
-                    cells.setdefault(method, {}).setdefault(key, []).append(number)
-            if isinstance(info.get("note"), str):
-                notes[method] = info["note"]
-    return [
-        {"method": method, **{k: float(np.mean(v)) for k, v in values.items()},
-         "note": notes.get(method, "")}
-        for method, values in cells.items()
-    ]  # fmt: skip
+def budgets(jobs: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per trained method (the index), the mean over seeds of its training budget
+    (``results.json``'s ``methods``): episodes simulated, optimiser steps, parameters and
+    training seconds (NaN where never recorded), and its ``note``."""
+    frame = pd.DataFrame(
+        [
+            {"method": method, **{k: number(info.get(k)) for k in BUDGET_COLUMNS},
+             "note": info["note"] if isinstance(info.get("note"), str) else None}
+            for job in jobs
+            for method, info in (job.get("methods") or {}).items()
+            if isinstance(info, dict)
+        ],
+        columns=["method", *BUDGET_COLUMNS, "note"],
+    )  # fmt: skip
+    # a method is listed once it has a number, in the order its first number came
+    numbers = frame.dropna(subset=list(BUDGET_COLUMNS), how="all")
+    means = numbers.groupby("method", sort=False)[list(BUDGET_COLUMNS)].mean()
+    notes = frame.dropna(subset=["note"]).groupby("method", sort=False)["note"].last()
+    return means.assign(note=notes.reindex(means.index).fillna(""))
 
 
 # ---- figure ---------------------------------------------------------------------------------
@@ -461,23 +462,15 @@ def _letter(index: int) -> str:
 def _subplots(spec: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per subplot, panel-major: letter, panel, facet value and heading text."""
     facets = _axis_order(row["facet"] for row in rows) or [""]
-    many_panels = len(spec["panels"]) > 1
     out = []
-    for panel in spec["panels"]:
-        for facet in facets:
-            parts = []
-            if panel.get("title") or many_panels or facet == "":
-                parts.append(str(panel.get("title") or panel.get("ylabel") or panel["metric"]))
-            if facet != "":
-                parts.append(spec["facet_labels"].get(facet) or f"{spec['facet']} = {_text(facet)}")
-            out.append(
-                {
-                    "letter": _letter(len(out)),
-                    "panel": panel,
-                    "facet": facet,
-                    "heading": ", ".join(parts),
-                }
-            )
+    for panel, facet in itertools.product(spec["panels"], facets):
+        parts = []
+        if panel.get("title") or len(spec["panels"]) > 1 or facet == "":
+            parts.append(str(panel.get("title") or panel.get("ylabel") or panel["metric"]))
+        if facet != "":
+            parts.append(spec["facet_labels"].get(facet) or f"{spec['facet']} = {_text(facet)}")
+        out.append({"letter": _letter(len(out)), "panel": panel, "facet": facet,
+                    "heading": ", ".join(parts)})  # fmt: skip
     return out
 
 
@@ -500,90 +493,80 @@ def plot_study(rows: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     methods = _methods(spec, rows)
-    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    marker = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
+    style = {m: (f"C{i % 10}", MARKERS[i % len(MARKERS)]) for i, m in enumerate(methods)}
     subplots = _subplots(spec, rows)
     nrows, ncols = _grid(len(spec["panels"]), len(subplots) // len(spec["panels"]))
-
-    # Room above the axes for the title and the shared legend, in inches, then as a fraction.
+    # Room above the axes for the title and the shared legend, in inches.
     legend_rows = math.ceil(len(methods) / LEGEND_COLUMNS) if methods else 0
-    header = (TITLE_HEIGHT if spec["title"] else 0.0) + LEGEND_ROW_HEIGHT * legend_rows
-    width, height = PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + header
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat[len(subplots) :]:
-        ax.set_visible(False)
-
+    title = TITLE_HEIGHT if spec["title"] else 0.0
+    header = title + LEGEND_ROW_HEIGHT * legend_rows
     index = {(r["metric"], r["facet"], r["method"], r["x"]): r for r in rows}
     handles: dict[str, Any] = {}
-    for ax, sub in zip(flat, subplots, strict=False):
-        metric, facet = sub["panel"]["metric"], sub["facet"]
-        cell_rows = [r for r in rows if r["metric"] == metric and r["facet"] == facet]
-        xs = _axis_order(r["x"] for r in cell_rows)
-        numeric = all(_is_number(x) for x in xs)
-        for position, method in enumerate(methods):
-            points = [
-                index[metric, facet, method, x] for x in xs if (metric, facet, method, x) in index
-            ]
-            if not points:
-                continue
-            label = spec["labels"].get(method, method)
-            means = np.array([p["mean"] for p in points])
-            lows = np.array([p["ci_low"] for p in points])
-            highs = np.array([p["ci_high"] for p in points])
-            if spec["kind"] == "bar":
-                bar_width = 0.8 / len(methods)
-                offset = (position - (len(methods) - 1) / 2) * bar_width
-                where = [xs.index(p["x"]) + offset for p in points]
-                handles[method] = ax.bar(
-                    where, means, bar_width, yerr=np.vstack([means - lows, highs - means]),
-                    capsize=3, color=colour[method], label=label,
-                )  # fmt: skip
-            else:
-                where = [p["x"] if numeric else xs.index(p["x"]) for p in points]
-                (handles[method],) = ax.plot(
-                    where,
-                    means,
-                    marker=marker[method],
-                    color=colour[method],
-                    label=label,
-                    markevery=max(1, math.ceil(len(points) / MAX_MARKERS)),
-                    markersize=5,
-                )
-                ax.fill_between(where, lows, highs, color=colour[method], alpha=0.18, linewidth=0)
-        if spec["kind"] == "bar" or not numeric:
-            ax.set_xticks(range(len(xs)), [_text(x) for x in xs])
-        elif len(xs) <= MAX_TICKS:
-            ax.set_xticks(xs, [_text(x) for x in xs])  # the measured x values, like the papers
-        if not cell_rows:
-            ax.text(
-                0.5,
-                0.5,
-                f"no data for {metric}",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-                color="grey",
-            )
-        ax.set_title(f"({sub['letter']}) {sub['heading']}")
-        ax.set_xlabel(spec["xlabel"])
-        ax.set_ylabel(sub["panel"].get("ylabel") or metric)
-        ax.grid(alpha=0.3, axis="y" if spec["kind"] == "bar" else "both")
+    with figure(path, nrows, ncols, len(subplots), header) as (fig, axes):
+        for ax, sub in zip(axes, subplots, strict=False):
+            handles.update(_draw_subplot(ax, sub, rows, index, spec, methods, style))
+        height = fig.get_figheight()
+        if spec["title"]:
+            # fig.text, not suptitle: tight_layout would reserve room for a suptitle above rect.
+            fig.text(0.5, 1 - 0.08 / height, spec["title"], ha="center", va="top",
+                     fontsize="large")  # fmt: skip
+        if handles:
+            ordered = [m for m in methods if m in handles]
+            fig.legend(
+                [handles[m] for m in ordered], [spec["labels"].get(m, m) for m in ordered],
+                loc="upper center", ncol=min(len(ordered), LEGEND_COLUMNS), frameon=False,
+                bbox_to_anchor=(0.5, 1 - title / height),
+            )  # fmt: skip
+    return path
 
-    if spec["title"]:
-        # fig.text, not suptitle: tight_layout would reserve room for a suptitle on top of rect.
-        fig.text(0.5, 1 - 0.08 / height, spec["title"], ha="center", va="top", fontsize="large")
-    if handles:
-        ordered = [m for m in methods if m in handles]
-        fig.legend(
-            [handles[m] for m in ordered],
-            [spec["labels"].get(m, m) for m in ordered],
-            loc="upper center",
-            ncol=min(len(ordered), LEGEND_COLUMNS),
-            frameon=False,
-            bbox_to_anchor=(0.5, 1 - (TITLE_HEIGHT if spec["title"] else 0) / height),
-        )
-    return save_figure(fig, path, rect=(0, 0, 1, 1 - header / height))
+
+def _draw_subplot(
+    ax: Any, sub: dict[str, Any], rows: Sequence[dict[str, Any]], index: dict[tuple, dict],
+    spec: dict[str, Any], methods: Sequence[str], style: dict[str, tuple[str, str]],
+) -> dict[str, Any]:  # fmt: skip
+    """One subplot of :func:`plot_study`; returns its legend handles by method."""
+    metric, facet = sub["panel"]["metric"], sub["facet"]
+    cell_rows = [r for r in rows if r["metric"] == metric and r["facet"] == facet]
+    xs = _axis_order(r["x"] for r in cell_rows)
+    numeric = all(_is_number(x) for x in xs)
+    handles = {}
+    for position, method in enumerate(methods):
+        points = [
+            index[metric, facet, method, x] for x in xs if (metric, facet, method, x) in index
+        ]
+        if not points:
+            continue
+        label, (colour, marker) = spec["labels"].get(method, method), style[method]
+        means = np.array([p["mean"] for p in points])
+        lows = np.array([p["ci_low"] for p in points])
+        highs = np.array([p["ci_high"] for p in points])
+        if spec["kind"] == "bar":
+            bar_width = 0.8 / len(methods)
+            offset = (position - (len(methods) - 1) / 2) * bar_width
+            where = [xs.index(p["x"]) + offset for p in points]
+            handles[method] = ax.bar(
+                where, means, bar_width, yerr=np.vstack([means - lows, highs - means]),
+                capsize=3, color=colour, label=label,
+            )  # fmt: skip
+        else:
+            where = [p["x"] if numeric else xs.index(p["x"]) for p in points]
+            (handles[method],) = ax.plot(
+                where, means, marker=marker, color=colour, label=label,
+                markevery=max(1, math.ceil(len(points) / MAX_MARKERS)), markersize=5,
+            )  # fmt: skip
+            ax.fill_between(where, lows, highs, color=colour, alpha=0.18, linewidth=0)
+    if spec["kind"] == "bar" or not numeric:
+        ax.set_xticks(range(len(xs)), [_text(x) for x in xs])
+    elif len(xs) <= MAX_TICKS:
+        ax.set_xticks(xs, [_text(x) for x in xs])  # the measured x values, like the papers
+    if not cell_rows:
+        ax.text(0.5, 0.5, f"no data for {metric}", ha="center", va="center",
+                transform=ax.transAxes, color="grey")  # fmt: skip
+    ax.set_title(f"({sub['letter']}) {sub['heading']}")
+    ax.set_xlabel(spec["xlabel"])
+    ax.set_ylabel(sub["panel"].get("ylabel") or metric)
+    ax.grid(alpha=0.3, axis="y" if spec["kind"] == "bar" else "both")
+    return handles
 
 
 def curve_points(
@@ -599,9 +582,9 @@ def curve_points(
             if isinstance(row, dict) and "method" in row:
                 per_run.setdefault((_key(row.get(x_col, "")), str(row["method"])), []).append(row)
         for key, rows in per_run.items():
-            rows = sorted(rows, key=lambda r: _number(r.get("round")) or 0)
-            xs = [_number(r.get(curves["x"])) or 0.0 for r in rows]
-            ys = [_number(r.get(curves["y"])) for r in rows]
+            rows = sorted(rows, key=lambda r: number(r.get("round")) or 0)
+            xs = [number(r.get(curves["x"])) or 0.0 for r in rows]
+            ys = [number(r.get(curves["y"])) for r in rows]
             if any(y is None for y in ys):
                 continue
             xs = list(np.cumsum(xs)) if curves["cumulative"] else xs
@@ -624,34 +607,29 @@ def plot_curves(jobs: Sequence[dict[str, Any]], spec: dict[str, Any], path: Path
     points = curve_points(jobs, spec)
     if not points:
         return None
-    panels = _axis_order(x for x, _ in points)
+    values = _axis_order(x for x, _ in points)
     methods = [m for m in (spec["methods"] or []) if any(k[1] == m for k in points)]
     methods += [m for _, m in points if m not in methods]
     colour = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
-    cols = min(len(panels), 4)
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows + 0.8),
-                             squeeze=False)  # fmt: skip
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
+    cols = min(len(values), 4)
+    rows = math.ceil(len(values) / cols)
     handles = {}
-    for i, (ax, value) in enumerate(zip(axes.flat, panels, strict=False)):
-        for method in dict.fromkeys(methods):
-            if (value, method) not in points:
-                continue
-            xs, ys = points[value, method]
-            label = spec["labels"].get(method, method)
-            (handles[method],) = ax.plot(xs, ys, marker="o", markersize=3, color=colour[method],
-                                         label=label)  # fmt: skip
-        ax.set_title(f"({_letter(i)}) {spec['xlabel']} = {_text(value)}")
-        ax.set_xlabel(spec["curves"]["xlabel"])
-        ax.set_ylabel(spec["curves"]["ylabel"])
-        ax.grid(alpha=0.3)
-    labels = [spec["labels"].get(m, m) for m in handles]
-    ncol = min(len(handles), LEGEND_COLUMNS)
-    fig.legend(list(handles.values()), labels, loc="upper center", ncol=ncol, frameon=False)
-    height = PANEL_SIZE[1] * rows + 0.8
-    return save_figure(fig, Path(path), rect=(0, 0, 1, 1 - 0.8 / height))
+    with figure(Path(path), rows, cols, len(values), CURVES_HEADER) as (fig, axes):
+        for i, (ax, value) in enumerate(zip(axes, values, strict=False)):
+            for method in dict.fromkeys(methods):
+                if (value, method) not in points:
+                    continue
+                label = spec["labels"].get(method, method)
+                (handles[method],) = ax.plot(*points[value, method], marker="o", markersize=3,
+                                             color=colour[method], label=label)  # fmt: skip
+            ax.set_title(f"({_letter(i)}) {spec['xlabel']} = {_text(value)}")
+            ax.set_xlabel(spec["curves"]["xlabel"])
+            ax.set_ylabel(spec["curves"]["ylabel"])
+            ax.grid(alpha=0.3)
+        labels = [spec["labels"].get(m, m) for m in handles]
+        fig.legend(list(handles.values()), labels, loc="upper center",
+                   ncol=min(len(handles), LEGEND_COLUMNS), frameon=False)  # fmt: skip
+    return Path(path)
 
 
 # ---- summary --------------------------------------------------------------------------------
@@ -669,14 +647,20 @@ def table_decimals(means: Iterable[float]) -> int:
     return min(MAX_DECIMALS, max(0, SIGNIFICANT - integer_digits))
 
 
-def format_interval(mean: float, low: float, high: float, decimals: int | None = None) -> str:
-    """``"1.50 [0.90, 2.10]"``, by default with :func:`table_decimals` of the mean alone."""
+def format_interval(
+    mean: float, low: float, high: float, decimals: int | None = None, n: int | None = None,
+    seeds: int = 0,
+) -> str:  # fmt: skip
+    """``"1.50 [0.90, 2.10]"``, by default with :func:`table_decimals` of the mean alone.
+
+    A cell over ``n`` seeds says so when that is fewer than the study's ``seeds`` (not silently
+    mixed in), and is ``"1.50 (n=1)"`` when one value left nothing to resample.
+    """
     decimals = table_decimals([mean]) if decimals is None else decimals
-    return f"{mean:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
-
-
-def _seed_list(jobs: Sequence[dict[str, Any]]) -> str:
-    return ", ".join(_text(job["seed"]) for job in jobs)
+    if n == 1 and low == high:
+        return f"{mean:.{decimals}f} (n=1)"
+    flag = f" (n={n})" if n is not None and n < seeds else ""
+    return f"{mean:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]{flag}"
 
 
 def _failed_text(failed: dict[str, Any], root: Path | None) -> str:
@@ -685,61 +669,58 @@ def _failed_text(failed: dict[str, Any], root: Path | None) -> str:
     return f"`{name}`" + (f" ({overrides})" if overrides else "")
 
 
+def _by_x(cells: pd.DataFrame, texts: Sequence[str], spec: dict[str, Any],
+          methods: Sequence[str]) -> list[str]:  # fmt: skip
+    """A markdown table of ``texts`` (one per row of ``cells``): a row per x value in axis
+    order, a column per method, ``–`` where a method has no cell."""
+    text = dict(zip(zip(cells["x"], cells["method"], strict=True), texts, strict=True))
+    table = pd.DataFrame(
+        [[_text(x), *(text.get((x, m), MISSING) for m in methods)]
+         for x in _axis_order(cells["x"])],
+        columns=[spec["xlabel"], *(spec["labels"].get(m, m) for m in methods)],
+    )  # fmt: skip
+    return markdown(table)
+
+
 def _study_tables(report: StudyReport) -> list[str]:
-    spec, rows = normalise_spec(report.spec), report.rows
-    methods = _methods(spec, rows)
-    labels = [spec["labels"].get(m, m) for m in methods]
-    index = {(r["metric"], r["facet"], r["method"], r["x"]): r for r in rows}
+    spec = normalise_spec(report.spec)
+    rows = pd.DataFrame(report.rows, columns=list(CSV_COLUMNS), dtype=object)
+    methods = _methods(spec, report.rows)
     lines = []
-    for sub in _subplots(spec, rows):
+    for sub in _subplots(spec, report.rows):
         metric, facet = sub["panel"]["metric"], sub["facet"]
-        xs = _axis_order(r["x"] for r in rows if r["metric"] == metric and r["facet"] == facet)
+        cells = rows[(rows["metric"] == metric) & (rows["facet"] == facet)]
         column = "" if sub["heading"].startswith(metric) else f" (`{metric}`)"
         lines += [f"### ({sub['letter']}) {sub['heading']}{column}", ""]
-        if not xs:
+        if cells.empty:
             lines += [f"No values of `{metric}` in the records.", ""]
             continue
-        decimals = table_decimals(
-            r["mean"] for r in rows if r["metric"] == metric and r["facet"] == facet
-        )
-        table = []
-        for x in xs:
-            cells = [_text(x)]
-            for method in methods:
-                row = index.get((metric, facet, method, x))
-                if row is None:
-                    cells.append(MISSING)
-                    continue
-                if row["n"] == 1 and row["ci_low"] == row["ci_high"]:  # nothing to resample
-                    cells.append(f"{row['mean']:.{decimals}f} (n=1)")
-                    continue
-                cell = format_interval(row["mean"], row["ci_low"], row["ci_high"], decimals)
-                # a cell over fewer seeds than the study has is flagged, not silently mixed in
-                cells.append(cell + (f" (n={row['n']})" if row["n"] < len(report.jobs) else ""))
-            table.append(cells)
-        lines += [*_markdown_table([spec["xlabel"], *labels], table), ""]
-    lines += _difference_table(report, methods)
-    lines += _budget_table(report)
+        decimals = table_decimals(cells["mean"])
+        texts = [format_interval(r["mean"], r["ci_low"], r["ci_high"], decimals, r["n"],
+                                 len(report.jobs)) for r in cells.to_dict("records")]  # fmt: skip
+        lines += [*_by_x(cells, texts, spec, methods), ""]
+    lines += _difference_table(spec, rows, methods)
+    lines += _budget_table(spec, report.jobs)
     return lines
 
 
-def _difference_table(report: StudyReport, methods: Sequence[str]) -> list[str]:
+def _difference_table(
+    spec: dict[str, Any], rows: pd.DataFrame, methods: Sequence[str]
+) -> list[str]:
     """The paired differences to the reference method for the ``compare`` metric."""
-    spec, rows = normalise_spec(report.spec), report.rows
-    with_diff = [r for r in rows if r["diff"] is not None]
-    if not with_diff:
+    with_diff = rows[rows["diff"].notna()]
+    if with_diff.empty:
         return []
-    metric = spec["compare"] or ("qoe" if any(r["metric"] == "qoe" for r in with_diff) else None)
+    metric = spec["compare"] or ("qoe" if (with_diff["metric"] == "qoe").any() else None)
     metric = metric or spec["panels"][0]["metric"]
-    chosen = [r for r in with_diff if r["metric"] == metric]
-    if not chosen:
+    chosen = with_diff[with_diff["metric"] == metric]
+    if chosen.empty:
         return []
     reference = spec["reference"] or "greedy"
-    shown = [m for m in methods if any(r["method"] == m for r in chosen)]
-    index = {(r["facet"], r["x"], r["method"]): r for r in chosen}
-    decimals = table_decimals(abs(r["diff"]) for r in chosen)
+    shown = [m for m in methods if m in set(chosen["method"])]
+    decimals = table_decimals(abs(d) for d in chosen["diff"])
     lines = []
-    for facet in _axis_order(r["facet"] for r in chosen):
+    for facet in _axis_order(chosen["facet"]):
         title = f"Paired difference to `{reference}` in `{metric}`"
         if facet != "":
             name = spec["facet_labels"].get(facet) or f"{spec['facet']} = {_text(facet)}"
@@ -750,66 +731,39 @@ def _difference_table(report: StudyReport, methods: Sequence[str]) -> list[str]:
             "interval; an interval that excludes 0 separates the two.",
             "",
         ]
-        table = []
-        for x in _axis_order(r["x"] for r in chosen if r["facet"] == facet):
-            cells = [_text(x)]
-            for method in shown:
-                row = index.get((facet, x, method))
-                cells.append(
-                    MISSING if row is None
-                    else format_interval(row["diff"], row["diff_low"], row["diff_high"], decimals)
-                )  # fmt: skip
-            table.append(cells)
-        header = [spec["xlabel"], *(spec["labels"].get(m, m) for m in shown)]
-        lines += [*_markdown_table(header, table), ""]
+        cells = chosen[chosen["facet"] == facet]
+        texts = [format_interval(r["diff"], r["diff_low"], r["diff_high"], decimals)
+                 for r in cells.to_dict("records")]  # fmt: skip
+        lines += [*_by_x(cells, texts, spec, shown), ""]
     return lines
 
 
-def _budget_table(report: StudyReport) -> list[str]:
+def _budget_table(spec: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> list[str]:
     """What every trained method simulated and how many optimiser steps it took."""
-    rows = budgets(report.jobs)
-    if not rows:
+    means = budgets(jobs)
+    if means.empty:
         return []
-    spec = normalise_spec(report.spec)
     lines = ["### Training budget", ""]
     lines += [
         "Mean over the seeds: episodes simulated and optimiser steps of every trained method "
         "(a federation: all its clients together).",
         "",
     ]
-    table = [
-        [
-            spec["labels"].get(r["method"], r["method"]),
-            *(MISSING if k not in r else f"{r[k]:,.0f}" for k in BUDGET_COLUMNS),
-            r["note"],
-        ]
-        for r in rows
-    ]
-    header = ["method", "episodes", "optimiser steps", "parameters", "seconds", "note"]
-    return [*lines, *_markdown_table(header, table), ""]
+    table = means[list(BUDGET_COLUMNS)].map(lambda v: MISSING if pd.isna(v) else f"{v:,.0f}")
+    table.insert(0, "method", [spec["labels"].get(m, m) for m in means.index])
+    table["note"] = means["note"]
+    table.columns = ["method", "episodes", "optimiser steps", "parameters", "seconds", "note"]
+    return [*lines, *markdown(table), ""]
 
 
 def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> Path:
     """Write aggregate rows as ``summary.csv`` (columns :data:`CSV_COLUMNS`, floats exact)."""
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for row in rows:
-            writer.writerow(
-                [
-                    row["study"],
-                    row["method"],
-                    _text(row["facet"]),
-                    _text(row["x"]),
-                    row["metric"],
-                    repr(row["mean"]),
-                    repr(row["std"]),
-                    repr(row["ci_low"]),
-                    repr(row["ci_high"]),
-                    row["n"],
-                    *("" if row[k] is None else repr(row[k]) for k in CSV_COLUMNS[-3:]),
-                ]
-            )
+    table = pd.DataFrame(list(rows), columns=list(CSV_COLUMNS), dtype=object)
+    table[["facet", "x"]] = table[["facet", "x"]].map(_text)
+    floats = ["mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high"]
+    table[floats] = table[floats].map(lambda v: "" if v is None else repr(v))
+    # csv.writer's line ends, as summary.csv always had
+    table.to_csv(path, index=False, lineterminator="\r\n")
     return Path(path)
 
 
@@ -841,7 +795,8 @@ def write_summary(
     for report in reports:
         title = report.spec.get("title")
         lines += [f"## {report.name}" + (f": {title}" if title else ""), ""]
-        lines += [f"- seeds: {_seed_list(report.jobs)}", f"- jobs: {len(report.jobs)}"]
+        seeds = ", ".join(_text(job["seed"]) for job in report.jobs)
+        lines += [f"- seeds: {seeds}", f"- jobs: {len(report.jobs)}"]
         if report.failed:
             failed = ", ".join(_failed_text(f, sweep_dir) for f in report.failed)
             lines.append(f"- jobs without results: {failed}")
@@ -901,6 +856,33 @@ def _file_name(study: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", study) + ".png"
 
 
+def summarise(sweep_dir: Path, out_dir: Path) -> Path:
+    """Summarise the sweep in ``sweep_dir`` into ``out_dir``; return ``summary.md``'s path.
+
+    Raises :class:`SweepError` when there is nothing (or nothing valid) to summarise.
+    """
+    if not sweep_dir.is_dir():
+        raise SweepError(f"{sweep_dir} is not a directory; {HINT}")
+    studies = load_sweep(sweep_dir)
+    if not studies:
+        raise SweepError(
+            f"no study results.json under {sweep_dir} (expected results.json files with "
+            f"'study', 'seed', 'config' and 'records'): {HINT}"
+        )
+    reports = []
+    for name, jobs in studies.items():
+        spec = study_spec(jobs)
+        rows = aggregate(jobs, spec)
+        if not rows:
+            _warn(f"study {name!r}: no numeric metric in any record")
+        report = StudyReport(name=name, spec=spec, jobs=jobs, rows=rows)
+        report.figure = plot_study(rows, spec, out_dir / _file_name(name))
+        report.curves = plot_curves(jobs, spec, out_dir / _file_name(f"{name}_curves"))
+        reports.append(report)
+    unassigned = _assign_failed(reports, find_failed_jobs(sweep_dir))
+    return write_summary(reports, out_dir, sweep_dir=sweep_dir, unassigned=unassigned)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: summarise the sweep; 0 on success, 2 when there is nothing (or nothing valid)."""
     parser = argparse.ArgumentParser(
@@ -911,37 +893,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="Hydra multirun directory of one sweep")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep_dir)")
     args = parser.parse_args(argv)
-    sweep_dir: Path = args.sweep_dir
-    out_dir: Path = args.out or sweep_dir
-
-    if not sweep_dir.is_dir():
-        print(f"error: {sweep_dir} is not a directory; {HINT}", file=sys.stderr)
-        return 2
     try:
-        studies = load_sweep(sweep_dir)
-        if not studies:
-            print(
-                f"error: no study results.json under {sweep_dir} (expected results.json files "
-                f"with 'study', 'seed', 'config' and 'records'): {HINT}",
-                file=sys.stderr,
-            )
-            return 2
-        reports = []
-        for name, jobs in studies.items():
-            spec = study_spec(jobs)
-            rows = aggregate(jobs, spec)
-            if not rows:
-                _warn(f"study {name!r}: no numeric metric in any record")
-            report = StudyReport(name=name, spec=spec, jobs=jobs, rows=rows)
-            report.figure = plot_study(rows, spec, out_dir / _file_name(name))
-            curves_path = out_dir / _file_name(f"{name}_curves")
-            report.curves = plot_curves(jobs, spec, curves_path)
-            reports.append(report)
+        print(summarise(args.sweep_dir, args.out or args.sweep_dir))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    unassigned = _assign_failed(reports, find_failed_jobs(sweep_dir))
-    print(write_summary(reports, out_dir, sweep_dir=sweep_dir, unassigned=unassigned))
     return 0
 
 

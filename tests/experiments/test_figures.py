@@ -141,3 +141,15 @@ def test_cli_regenerates_report(tmp_path, capsys):
     assert main([str(tmp_path), "--title", "Demo"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "report.md")
     assert (tmp_path / "report.md").read_text() == first.replace("# KECO run report", "# Demo")
+
+
+def test_the_committed_demo_report_is_reproduced(tmp_path):
+    """The demo's results.json gives its committed report.md again, byte for byte (per-round,
+    communication and policy tables, setup and summary lines)."""
+    demo = ROOT / "experiments" / "results" / "demo"
+    results = json.loads((demo / "results.json").read_text())
+    report = write_report(tmp_path, results, title="KECO federation (keco)")
+    assert report.read_text() == (demo / "report.md").read_text()
+    assert "## Communication" in report.read_text()
+    for name in ("rounds_qoe.png", "rounds_bytes.png", "policies.png"):
+        assert mpimg.imread(tmp_path / name).shape == mpimg.imread(demo / name).shape

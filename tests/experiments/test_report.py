@@ -402,3 +402,28 @@ def test_episode_intervals_paired_differences_budget_and_curves(tmp_path):
     assert "| 0.3 | 3.00 [" in md
     assert "### Training budget" in md and "| KECO | 40 | 5,001 | 9,863 | 60 |" in md
     assert "![](toy_curves.png)" in md and (tmp_path / "toy_curves.png").is_file()
+
+
+def test_budget_table_and_csv_format(tmp_path):
+    """The training budget table (a column never recorded is "–", the note is kept) and the
+    exact text of summary.csv: csv line ends, floats as repr, empty differences, quoting."""
+    spec = {"x": "load", "panels": ["qoe"], "labels": {"keco": "KECO"}}
+    for seed in (0, 1):
+        records = [
+            {"method": "greedy", "load": 0.5, "qoe": 10.0 + seed},
+            {"method": "keco, tuned", "load": 0.5, "qoe": 12.5 + 2 * seed},
+        ]
+        results = study_results("toy", seed, spec, records)
+        results["methods"] = {"keco": {"episodes": 40 + seed, "steps": 1000, "note": "+ teacher"},
+                              "ddpg": {"train_seconds": 7.5, "note": 3}}  # fmt: skip
+        write_job(tmp_path / str(seed), results, [f"seed={seed}"])
+    assert main([str(tmp_path)]) == 0
+    md = (tmp_path / "summary.md").read_text()
+    assert "| method | episodes | optimiser steps | parameters | seconds | note |" in md
+    assert "| KECO | 40 | 1,000 | – | – | + teacher |" in md  # 40.5 rounds half to even
+    assert "| ddpg | – | – | – | 8 |  |" in md
+    lines = (tmp_path / "summary.csv").read_bytes().split(b"\r\n")
+    assert lines[0].startswith(b"study,method,facet,x,metric,mean,std,ci_low,ci_high,n,diff,")
+    assert lines[1].startswith(b"toy,greedy,,0.5,qoe,10.5,0.7071067811865476,10.0,11.0,2,,,")
+    assert lines[2].startswith(b'toy,"keco, tuned",,0.5,qoe,13.5,1.4142135623730951,')
+    assert lines[2].endswith(b",2,3.0,2.5,3.5") and lines[3:] == [b""]  # paired: 2 and 4
