@@ -193,8 +193,12 @@ def test_infer_reports_latency_targets(capsys):
 KID = "import sys; b = b'k' * 80_000_000; print('kid', flush=True); sys.stdin.read()"
 TREE = f"""
 import subprocess, sys, time
-kid = subprocess.Popen([sys.executable, '-c', {KID!r}, 'default_worker.py'], stdin=subprocess.PIPE)
+kid = subprocess.Popen(
+    [sys.executable, '-c', {KID!r}, 'default_worker.py'],
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+)
 a = b'r' * 50_000_000
+kid.stdout.readline()  # the kid's memory is written: one line on our own pipe, never interleaved
 print('root', kid.pid, flush=True)
 sys.stdin.readline()
 t = time.process_time()
@@ -205,8 +209,9 @@ sys.stdin.readline()
 kid.stdin.close()
 kid.wait()
 """
-"""A process tree of two: the root (50 MB) and a kid (80 MB) named like a Ray worker; each says
-when its memory is written, the root then burns CPU on request and ends on a second one."""
+"""A process tree of two: the root (50 MB) and a kid (80 MB) named like a Ray worker. The kid
+tells the root, and the root the test, when the memory is written; the root then burns CPU on
+request and ends on a second one."""
 
 
 def test_tree_monitor_reads_cpu_and_memory_of_a_process_tree():
@@ -215,9 +220,9 @@ def test_tree_monitor_reads_cpu_and_memory_of_a_process_tree():
     )
     kid = None
     try:
-        said = sorted(root.stdout.readline().split() for _ in range(2))  # kid's shares the pipe
-        assert said[0] == ["kid"] and said[1][0] == "root"
-        kid = psutil.Process(int(said[1][1]))
+        said = root.stdout.readline().split()  # after the kid has said it is ready
+        assert said[0] == "root"
+        kid = psutil.Process(int(said[1]))
         monitor = _fed.TreeMonitor(root.pid)
         monitor.sample()
         assert set(monitor.processes) == {root.pid, kid.pid} and monitor.peak_processes == 2
