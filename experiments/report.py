@@ -37,7 +37,6 @@ jobs, the failed jobs, one table per plotted metric and facet value, and the fig
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -52,6 +51,10 @@ from typing import Any
 
 import numpy as np
 import yaml
+from omegaconf import DictConfig
+
+from common.config import ConfigError
+from experiments.cli import hydra_app
 
 # pyplot comes from experiments.figures, which selects the file-only Agg backend before
 # importing it; importing matplotlib.pyplot here first would bypass that.
@@ -901,31 +904,22 @@ def _file_name(study: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", study) + ".png"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: summarise the sweep; 0 on success, 2 when there is nothing (or nothing valid)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("sweep_dir", type=Path, help="Hydra multirun directory of one sweep")
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep_dir)")
-    args = parser.parse_args(argv)
-    sweep_dir: Path = args.sweep_dir
-    out_dir: Path = args.out or sweep_dir
-
+@hydra_app("report")
+def main(cfg: DictConfig) -> Path:
+    """``python -m experiments.report dir=<sweep dir> [out=<dir>]`` (``conf/report.yaml``):
+    summarise the sweep and print (and return) the path of ``summary.md``. Nothing usable (no
+    directory, no study results, a bad plot spec) exits with code 2."""
+    sweep_dir = Path(str(cfg.dir))
+    out_dir = sweep_dir if cfg.out is None else Path(str(cfg.out))
     if not sweep_dir.is_dir():
-        print(f"error: {sweep_dir} is not a directory; {HINT}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{sweep_dir} is not a directory; {HINT}")
     try:
         studies = load_sweep(sweep_dir)
         if not studies:
-            print(
-                f"error: no study results.json under {sweep_dir} (expected results.json files "
-                f"with 'study', 'seed', 'config' and 'records'): {HINT}",
-                file=sys.stderr,
+            raise ConfigError(
+                f"no study results.json under {sweep_dir} (expected results.json files "
+                f"with 'study', 'seed', 'config' and 'records'): {HINT}"
             )
-            return 2
         reports = []
         for name, jobs in studies.items():
             spec = study_spec(jobs)
@@ -938,12 +932,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report.curves = plot_curves(jobs, spec, curves_path)
             reports.append(report)
     except SweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ConfigError(str(err)) from err
     unassigned = _assign_failed(reports, find_failed_jobs(sweep_dir))
-    print(write_summary(reports, out_dir, sweep_dir=sweep_dir, unassigned=unassigned))
-    return 0
+    summary = write_summary(reports, out_dir, sweep_dir=sweep_dir, unassigned=unassigned)
+    print(summary)
+    return summary
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
