@@ -14,7 +14,9 @@ Each suite lives in ``experiments/benchmarks/<name>.py`` and exposes ``run(args)
 - ``gym``: the batched Gymnasium ``VectorEnv`` against ``SyncVectorEnv`` (steps per second).
 
 Each suite prints its markdown table(s) to stderr; the last line of stdout is the JSON result.
-Values are read as YAML: ``clients=[10,100]``, ``overrides=['scenario.n_devices=8']``.
+The options are the keys of ``conf/bench/bench.yaml`` (Hydra overrides: ``clients=[10,100]``,
+``overrides=['scenario.n_devices=8']``); one left null keeps the suite's own default, and an
+unknown key or suite exits with code 2 (:mod:`experiments.cli`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ import pkgutil
 import sys
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 import experiments.benchmarks as _pkg
+from common.config import ConfigError
+from experiments.cli import CONF_DIR, hydra_app
 
 
 def available_suites() -> list[str]:
@@ -33,24 +39,18 @@ def available_suites() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(_pkg.__path__) if not m.name.startswith("_"))
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` pairs; values are read as YAML scalars (ints, floats, lists)."""
-    import yaml
-
-    args: dict[str, Any] = {}
-    for item in argv:
-        if "=" not in item:
-            raise SystemExit(f"bench: expected key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        args[key] = yaml.safe_load(value)
-    return args
+def suite_args(cfg: DictConfig | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The suite named by ``suite`` and the options set (the null ones keep the suite's own)."""
+    raw = dict(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+    suite = str(raw.pop("suite", None) or "all")
+    return suite, {str(k): v for k, v in raw.items() if v is not None}
 
 
 def run_suite(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run one suite with its ``key=value`` arguments."""
     suites = available_suites()
     if name not in suites:
-        raise SystemExit(f"bench: unknown suite {name!r}; valid suites are {suites + ['all']}")
+        raise ConfigError(f"unknown suite {name!r}; valid suites are {suites + ['all']}")
     module = importlib.import_module(f"experiments.benchmarks.{name}")
     return module.run(args)
 
@@ -65,10 +65,10 @@ def targets_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(["| suite | target | met |", "| --- | --- | --- |", *rows])
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+@hydra_app("bench", config_dir=CONF_DIR / "bench")
+def main(cfg: DictConfig) -> dict[str, Any]:
     """Run ``suite=<name>`` (or ``all``), print the targets table to stderr and the JSON."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    suite = args.pop("suite", "all")
+    suite, args = suite_args(cfg)
     names = available_suites() if suite == "all" else [suite]
     result = {name: run_suite(name, dict(args)) for name in names}
     if any("targets_met" in out for out in result.values()):

@@ -44,13 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import ConfigError
 from common.crypto import SECRET_CONTEXT_FILE
+from experiments.cli import hydra_app
 from experiments.deploy import (
     PROJECT_ROOT,
     DeploySettings,
@@ -547,25 +547,22 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-@hydra.main(config_path="../conf", config_name="compose", version_base=None)
-def main(cfg: DictConfig) -> None:
-    """Entry point of ``python -m experiments.compose``."""
+@hydra_app("compose")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Entry point of ``python -m experiments.compose``: prints the summary as its last line."""
     from experiments.deploy import forwarded_overrides
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
-    try:
-        settings = settings_from_config(cfg)
-        csettings = compose_settings(cfg)
-        if settings.provision_only:
-            raise ConfigError("provision_only is `python -m experiments.deploy`'s")
-        forwarded = forwarded_overrides(HydraConfig.get().overrides.task, COMPOSE_KEYS)
-        summary = run_compose(settings, csettings, forwarded, HydraConfig.get().runtime.output_dir)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    settings = settings_from_config(cfg)
+    csettings = compose_settings(cfg)
+    if settings.provision_only:
+        raise ConfigError("provision_only is `python -m experiments.deploy`'s")
+    forwarded = forwarded_overrides(HydraConfig.get().overrides.task, COMPOSE_KEYS)
+    summary = run_compose(settings, csettings, forwarded, HydraConfig.get().runtime.output_dir)
     print(json.dumps(summary))
+    return summary
 
 
 if __name__ == "__main__":

@@ -35,14 +35,12 @@ import os
 import shlex
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -50,6 +48,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.config import ConfigError, compose
 from common.fed.settings import FederatedRunConfig, federated_from_dict
+from experiments.cli import hydra_app
 from experiments.deploy_lib.cli import FlwrCli, write_run_config
 from experiments.deploy_lib.cluster import Cluster, Layout, provision
 from experiments.deploy_lib.pki import DEFAULT_SERVER_NAMES
@@ -699,20 +698,17 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-@hydra.main(config_path="../conf", config_name="deploy", version_base=None)
-def main(cfg: DictConfig) -> None:
-    """Entry point of ``python -m experiments.deploy``."""
+@hydra_app("deploy")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Entry point of ``python -m experiments.deploy``: prints the summary as its last line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
-    try:
-        settings = settings_from_config(cfg)
-        forwarded = forwarded_overrides(HydraConfig.get().overrides.task)
-        summary = deploy(settings, forwarded, HydraConfig.get().runtime.output_dir)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    settings = settings_from_config(cfg)
+    forwarded = forwarded_overrides(HydraConfig.get().overrides.task)
+    summary = deploy(settings, forwarded, HydraConfig.get().runtime.output_dir)
     print(json.dumps(summary))
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Export a run's final student for a device: ``python -m experiments.export <run dir>``.
+"""Export a run's final student for a device: ``python -m experiments.export dir=<run dir>``.
 
 As the key owner (the run directory holds ``secret.ctx``), it decrypts the final global student
 (:func:`experiments.tasks.federation.final_student`) and writes, into ``<run dir>/export`` (or
-``--out``):
+``out=<dir>``; the options are those of ``conf/export.yaml``):
 
 ==========================  ========================================================================
 file                        what
@@ -22,7 +22,7 @@ file                        what
 ``README.md``               the few lines that load ``student.onnx`` with onnxruntime and decide
 ==========================  ========================================================================
 
-The check states are ``--states`` (1,000) states the float student meets in fresh episodes of the
+The check states are ``states`` (1,000) states the float student meets in fresh episodes of the
 run's scenario. The float files must decide exactly as the PyTorch student on every one of them
 (the command fails otherwise); the int8 TorchScript file exactly as the int8 PyTorch student; the
 int8 files' agreement with the float student is recorded. Needs the ``export`` extra.
@@ -30,11 +30,9 @@ int8 files' agreement with the float student is recorded. Needs the ``export`` e
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from common.config import ConfigError
@@ -57,6 +56,7 @@ from common.models import (
     quantize_int8,
     quantize_int8_static,
 )
+from experiments.cli import hydra_app
 from experiments.logs import setup_logging
 
 CHECK_SEED = 70_000
@@ -142,7 +142,7 @@ def check_states(cfg: FederatedRunConfig, policy: NetPolicy, n: int) -> tuple[np
         episodes *= 2
     f, h = f[:n].astype(np.float32), h[:n].astype(np.float32)
     if len(f) < n:
-        raise ConfigError(f"the scenario yields only {len(f)} states for --states={n}")
+        raise ConfigError(f"the scenario yields only {len(f)} states for states={n}")
     return f, h
 
 
@@ -286,26 +286,22 @@ def export(run_dir: Path, out: Path | None = None, n_states: int = 1000) -> dict
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.export", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("run_dir", type=Path, help="directory of a finished federation run")
-    parser.add_argument("--out", type=Path, default=None, help="default: <run dir>/export")
-    parser.add_argument("--states", type=int, default=1000, help="check states (default 1000)")
-    args = parser.parse_args(argv)
+@hydra_app("export")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """``python -m experiments.export dir=<run dir> [out=<dir>] [states=<n>]``: export, print one
+    JSON line (the export directory, the check states, each file's agreement) and return it."""
     setup_logging()
-    try:
-        manifest = export(args.run_dir, args.out, args.states)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = args.out or args.run_dir / "export"
+    run_dir = Path(str(cfg.dir))
+    out = None if cfg.out is None else Path(str(cfg.out))
+    if isinstance(cfg.states, bool) or not isinstance(cfg.states, int) or cfg.states < 1:
+        raise ConfigError(f"states must be an integer >= 1, got {cfg.states!r}")
+    manifest = export(run_dir, out, cfg.states)
     agreement = {k: v["agreement_with_float_student"] for k, v in manifest["files"].items()}
-    print(json.dumps({"export": str(out), "check_states": manifest["check_states"],
-                      "agreement": agreement}))  # fmt: skip
-    return 0
+    summary = {"export": str(out or run_dir / "export"), "check_states": manifest["check_states"],
+               "agreement": agreement}  # fmt: skip
+    print(json.dumps(summary))
+    return summary
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

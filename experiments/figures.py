@@ -1,6 +1,6 @@
 """Turn a run's ``results.json`` (DESIGN §8) into ``report.md`` with PNG figures next to it.
 
-Usage: ``python -m experiments.figures <run_dir>`` rereads ``<run_dir>/results.json``, rewrites
+Usage: ``python -m experiments.figures dir=<run_dir>`` rereads ``<run_dir>/results.json``, rewrites
 ``<run_dir>/report.md`` and its figures, and prints the report path.
 
 Every key is optional: a metric missing from every round gets no panel and no table column, and
@@ -13,7 +13,6 @@ the sweep summaries of :mod:`experiments.report`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,11 @@ matplotlib.use("Agg")  # files only; must precede the pyplot import so no displa
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from tabulate import DataRow, TableFormat  # noqa: E402
+
+from common.config import ConfigError
+from experiments.cli import hydra_app  # noqa: E402
 
 MISSING = "–"
 HIGHLIGHT_COLOUR = "tab:orange"
@@ -405,19 +408,22 @@ def write_report(run_dir: Path, results: dict, title: str = "KECO run report") -
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: regenerate ``<run_dir>/report.md`` from ``<run_dir>/results.json``."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.figures", description=main.__doc__)
-    parser.add_argument("run_dir", type=Path, help="directory holding results.json")
-    parser.add_argument("--title", default="KECO run report", help="report title")
-    args = parser.parse_args(argv)
-    results_path = args.run_dir / "results.json"
+@hydra_app("figures")
+def main(cfg: DictConfig) -> Path:
+    """``python -m experiments.figures dir=<run dir> [title=<title>]`` (``conf/figures.yaml``):
+    regenerate ``<run dir>/report.md`` from ``<run dir>/results.json``; prints (and returns)
+    the report's path."""
+    run_dir = Path(str(cfg.dir))
+    results_path = run_dir / "results.json"
     if not results_path.is_file():
-        parser.error(f"{results_path} not found; pass a run directory that holds results.json")
+        raise ConfigError(
+            f"{results_path} not found; pass dir=<a run directory that holds results.json>"
+        )
     results = json.loads(results_path.read_text(encoding="utf-8"))
-    print(write_report(args.run_dir, results, title=args.title))
-    return 0
+    report = write_report(run_dir, results, title=str(cfg.title))
+    print(report)
+    return report
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -1,6 +1,6 @@
 """Aggregate a Hydra multirun sweep over seeds into ``summary.csv``, ``summary.md`` and figures.
 
-Usage: ``python -m experiments.report <sweep_dir> [--out DIR]``; prints the path of
+Usage: ``python -m experiments.report dir=<sweep_dir> [out=<dir>]``; prints the path of
 ``summary.md`` as its last line. The output directory defaults to the sweep directory.
 
 Input: every ``results.json`` below ``<sweep_dir>`` (any depth; ``.hydra`` directories are not
@@ -37,7 +37,6 @@ jobs, the failed jobs, one table per plotted metric and facet value, and the fig
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -52,6 +51,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from omegaconf import DictConfig
+
+from common.config import ConfigError
+from experiments.cli import hydra_app
 
 # pyplot comes from experiments.figures, which selects the file-only Agg backend before
 # importing it; importing matplotlib.pyplot here first would bypass that.
@@ -883,23 +886,20 @@ def summarise(sweep_dir: Path, out_dir: Path) -> Path:
     return write_summary(reports, out_dir, sweep_dir=sweep_dir, unassigned=unassigned)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: summarise the sweep; 0 on success, 2 when there is nothing (or nothing valid)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("sweep_dir", type=Path, help="Hydra multirun directory of one sweep")
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep_dir)")
-    args = parser.parse_args(argv)
+@hydra_app("report")
+def main(cfg: DictConfig) -> Path:
+    """``python -m experiments.report dir=<sweep dir> [out=<dir>]`` (``conf/report.yaml``):
+    summarise the sweep and print (and return) the path of ``summary.md``. Nothing usable (no
+    directory, no study results, a bad plot spec) exits with code 2."""
+    sweep_dir = Path(str(cfg.dir))
+    out_dir = sweep_dir if cfg.out is None else Path(str(cfg.out))
     try:
-        print(summarise(args.sweep_dir, args.out or args.sweep_dir))
+        summary = summarise(sweep_dir, out_dir)
     except SweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        raise ConfigError(str(err)) from err
+    print(summary)
+    return summary
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -11,17 +11,16 @@ optimises.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import ConfigError
 from experiments import tracking
+from experiments.cli import hydra_app
 from experiments.logs import setup_logging
 from experiments.tasks import get_task
 from experiments.tracking import logger_from_dict
@@ -56,18 +55,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base=None)
+@hydra_app("config")
 def main(cfg: DictConfig) -> float | None:
+    """The job: run the experiment; under a sweeper, return its ``optimized_metric``."""
     setup_logging()
-    try:
-        metric = cfg.get("optimized_metric")
-        if metric is not None and not isinstance(metric, str):
-            raise ConfigError(f"optimized_metric must be a dotted key, got {metric!r}")
-        results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-        return optimized_metric(results, metric) if metric else None
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    metric = cfg.get("optimized_metric")
+    if metric is not None and not isinstance(metric, str):
+        raise ConfigError(f"optimized_metric must be a dotted key, got {metric!r}")
+    results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    return optimized_metric(results, metric) if metric else None
 
 
 if __name__ == "__main__":

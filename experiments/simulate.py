@@ -7,17 +7,16 @@ line of stdout. Any scenario field can be overridden, e.g. ``scenario.n_devices=
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
 from common.config import ConfigError, to_dict
 from common.mec import evaluate_policy
 from common.mec.policies import make_policy
 from common.mec.scenario import ScenarioConfig, scenario_from_dict
+from experiments.cli import hydra_app
 
 # --------------------------------------------------------------------------------------------
 # Simulator CLI / benchmark
@@ -70,14 +69,12 @@ def simulate(cfg: DictConfig | dict) -> dict:
     return {"scenario": sim_cfg.scenario.name, "policy": sim_cfg.policy, **metrics}
 
 
-@hydra.main(config_path="../conf", config_name="simulate", version_base=None)
-def main(cfg: DictConfig) -> None:
-    try:
-        result = simulate(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
+@hydra_app("simulate")
+def main(cfg: DictConfig) -> dict:
+    """Print the metrics as one JSON line (and return them)."""
+    result = simulate(cfg)
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Message, MessageType, Metadata
 
+from common.config import ConfigError
 from common.crypto import PlainBackend, make_backend
 from common.crypto.keygen import generate_keys
 from common.crypto.params import HE_MAX_COEFF_BITS, load_he
@@ -283,7 +284,7 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     parts = [parts] if isinstance(parts, str) else list(parts)
     unknown = set(parts) - {"round", "micro"}
     if unknown:
-        raise SystemExit(f"bench he: unknown parts {sorted(unknown)}; valid: round, micro")
+        raise ConfigError(f"bench he: unknown parts {sorted(unknown)}; valid: round, micro")
     out: dict[str, Any] = {}
     targets: dict[str, bool | None] = {}
     tables = []

@@ -11,10 +11,12 @@
 4. Write ``results.json``: ``{"study", "seed", "config", "records": [tidy rows], "methods":
    {name: training info}, "rounds": [per-round rows of the federations, with "method"],
    "policies": {name: metrics in its training world + training info}}``; ``python -m
-   experiments.report <sweep dir>`` aggregates the seeds of a ``-m`` sweep.
+   experiments.report dir=<sweep dir>`` aggregates the seeds of a ``-m`` sweep.
 
-``debug=smoke`` sets ``smoke: true``; the study's ``experiment.smoke`` block (dotted key →
-value) then shrinks it to seconds.
+``debug=smoke`` is the one way to shrink a study: ``conf/debug/smoke.yaml`` shrinks every
+experiment and sets ``smoke: true``, and with it the study's ``experiment.smoke`` block (dotted
+key → value: what ``debug=smoke`` also changes in this study) is applied on top. The block does
+nothing without ``debug=smoke``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ log = logging.getLogger("keco")
 
 
 def apply_smoke(cfg: DictConfig) -> DictConfig:
-    """With ``smoke: true`` (``debug=smoke``), write ``experiment.smoke``'s values into cfg."""
+    """Under ``debug=smoke`` (its ``smoke: true``), write ``experiment.smoke``'s values into cfg."""
     if not cfg.get("smoke", False):
         return cfg
     for key, value in (OmegaConf.to_container(cfg.experiment.get("smoke") or {}) or {}).items():

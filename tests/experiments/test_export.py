@@ -1,4 +1,4 @@
-"""``python -m experiments.export <run dir>``: a real (tiny) CKKS federation, its final student
+"""``python -m experiments.export dir=<run dir>``: a real (tiny) CKKS federation, its final student
 exported to ONNX and TorchScript, float and int8, read back with onnxruntime and torch.jit."""
 
 import json
@@ -37,13 +37,13 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_export_names_what_to_fix(tmp_path):
-    r = cli("experiments.export", str(tmp_path / "nowhere"))
+    r = cli("experiments.export", f"dir={tmp_path / 'nowhere'}")
     assert r.returncode == 2 and "is not a directory" in r.stderr
-    r = cli("experiments.export", str(tmp_path))
+    r = cli("experiments.export", f"dir={tmp_path}")
     assert r.returncode == 2 and "holds no federation run's config" in r.stderr
     config = OmegaConf.to_container(compose(TINY), resolve=True)
     (tmp_path / "results.json").write_text(json.dumps({"config": config}))
-    r = cli("experiments.export", str(tmp_path))
+    r = cli("experiments.export", f"dir={tmp_path}")
     assert r.returncode == 2 and "has no final model" in r.stderr and "checkpoint" in r.stderr
 
 
@@ -58,7 +58,7 @@ def test_exported_students_decide_as_the_pytorch_student(tmp_path):
     run_dir = tmp_path / "run"
     r = cli("experiments.run", *TINY, f"hydra.run.dir={run_dir}")
     assert r.returncode == 0, r.stderr[-3000:]
-    r = cli("experiments.export", str(run_dir))
+    r = cli("experiments.export", f"dir={run_dir}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr == ""  # no exporter chatter
     out = run_dir / "export"

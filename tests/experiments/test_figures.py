@@ -126,10 +126,19 @@ def test_plot_policies_highlight_and_no_highlight(tmp_path):
     assert_png(plot_policies({"random": {"qoe": -3.0}}, tmp_path / "b"))
 
 
+def figures(*argv: str) -> int:
+    """``python -m experiments.figures <argv>`` in this process; its exit code."""
+    try:
+        main(list(argv))
+    except SystemExit as end:
+        return end.code
+    return 0
+
+
 def test_cli_regenerates_report(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps(make_results()))
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.figures", str(tmp_path)],
+        [sys.executable, "-m", "experiments.figures", f"dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -138,7 +147,7 @@ def test_cli_regenerates_report(tmp_path, capsys):
     assert "27.46" in first and "4,812,345" in first
 
     (tmp_path / "report.md").unlink()
-    assert main([str(tmp_path), "--title", "Demo"]) == 0
+    assert figures(f"dir={tmp_path}", "title=Demo") == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "report.md")
     assert (tmp_path / "report.md").read_text() == first.replace("# KECO run report", "# Demo")
 

@@ -14,6 +14,16 @@ from experiments.report import SweepError, aggregate, load_sweep, main, plot_stu
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
+def report(*argv: str) -> int:
+    """``python -m experiments.report <argv>`` in this process; its exit code."""
+    try:
+        main(list(argv))
+    except SystemExit as end:
+        return end.code
+    return 0
+
+
 ENERGY_SPEC = {
     "title": "KECO Fig. 4: energy vs data scale",
     "x": "data_scale",
@@ -181,7 +191,7 @@ def section(text: str, heading: str) -> str:
 
 def test_main_writes_summary_tables_and_figures(sweep, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main([str(sweep), "--out", str(out)]) == 0
+    assert report(f"dir={sweep}", f"out={out}") == 0
     captured = capsys.readouterr()
     assert captured.out.strip().splitlines()[-1] == str(out / "summary.md")
     assert "warning: skipping" in captured.err and str(sweep / "5" / "results.json") in captured.err
@@ -270,7 +280,7 @@ def test_main_writes_summary_tables_and_figures(sweep, tmp_path, capsys):
 
 def test_default_out_is_the_sweep_dir_and_cli(sweep):
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.report", str(sweep)],
+        [sys.executable, "-m", "experiments.report", f"dir={sweep}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -283,18 +293,18 @@ def test_default_out_is_the_sweep_dir_and_cli(sweep):
 
 
 def test_nothing_usable_exits_2_with_a_hint(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 2
+    assert report(f"dir={tmp_path}") == 2
     err = capsys.readouterr().err
     assert f"no study results.json under {tmp_path}" in err
     assert "python -m experiments.run -m experiment=<name> seed=0,1" in err
 
     write_job(tmp_path / "0", {"rounds": []}, ["experiment=federation"])  # only non-study files
-    assert main([str(tmp_path)]) == 2
+    assert report(f"dir={tmp_path}") == 2
     err = capsys.readouterr().err
     assert "warning: skipping" in err and "no study results.json" in err
     assert not (tmp_path / "summary.md").exists()
 
-    assert main([str(tmp_path / "missing")]) == 2
+    assert report(f"dir={tmp_path / 'missing'}") == 2
     assert "is not a directory" in capsys.readouterr().err
 
 
@@ -308,14 +318,14 @@ def test_duplicate_seed_names_both_files(tmp_path, capsys):
     first, second = tmp_path / "0" / "results.json", tmp_path / "1" / "results.json"
     with pytest.raises(SweepError, match="duplicate results for study 'keco_energy' seed 0"):
         load_sweep(tmp_path)
-    assert main([str(tmp_path)]) == 2
+    assert report(f"dir={tmp_path}") == 2
     err = capsys.readouterr().err
     assert str(first) in err and str(second) in err
 
 
 def test_missing_plot_spec_is_an_error(tmp_path, capsys):
     write_job(tmp_path / "0", {"study": "s", "seed": 0, "config": {}, "records": []}, [])
-    assert main([str(tmp_path)]) == 2
+    assert report(f"dir={tmp_path}") == 2
     assert "config.experiment.report" in capsys.readouterr().err
 
 
@@ -354,7 +364,7 @@ def test_time_series_with_numeric_facet(tmp_path):
             for i, m in enumerate(("keco", "cnn"))
         ]
         write_job(tmp_path / str(seed), study_results("fig5", seed, spec, records), [])
-    assert main([str(tmp_path)]) == 0
+    assert report(f"dir={tmp_path}") == 0
     md = (tmp_path / "summary.md").read_text()
     assert md.index("### (a) volume = 8500") < md.index("### (b) volume = 10500")
     assert (
@@ -387,7 +397,7 @@ def test_episode_intervals_paired_differences_budget_and_curves(tmp_path):
         results["methods"] = {"keco": {"episodes": 40, "steps": 5000 + seed, "params": 9863,
                                        "train_seconds": 60.0}}  # fmt: skip
         write_job(tmp_path / str(seed), results, [f"seed={seed}"])
-    assert main([str(tmp_path)]) == 0
+    assert report(f"dir={tmp_path}") == 0
     rows = {(r["method"], r["x"]): r for r in aggregate(load_sweep(tmp_path)["toy"])}
     greedy, keco = rows["greedy", 0.3], rows["keco", 0.3]
     # greedy: the same on every seed; only the episodes spread it (mean 27, an interval)

@@ -156,7 +156,7 @@ def test_two_seed_smoke_sweep_becomes_a_summary_with_figures(tmp_path):
     assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
     jobs = [json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1)]
     assert [j["seed"] for j in jobs] == [0, 1]
-    r = _cli("experiments.report", str(sweep), timeout=300)
+    r = _cli("experiments.report", f"dir={sweep}", timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1].endswith("summary.md")
     assert (sweep / "keco_energy.png").stat().st_size > 10_000
