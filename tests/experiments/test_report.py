@@ -427,7 +427,7 @@ def test_budget_table_and_csv_format(tmp_path):
         results["methods"] = {"keco": {"episodes": 40 + seed, "steps": 1000, "note": "+ teacher"},
                               "ddpg": {"train_seconds": 7.5, "note": 3}}  # fmt: skip
         write_job(tmp_path / str(seed), results, [f"seed={seed}"])
-    assert main([str(tmp_path)]) == 0
+    assert report(f"dir={tmp_path}") == 0
     md = (tmp_path / "summary.md").read_text()
     assert "| method | episodes | optimiser steps | parameters | seconds | note |" in md
     assert "| KECO | 40 | 1,000 | – | – | + teacher |" in md  # 40.5 rounds half to even
