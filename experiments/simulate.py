@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from common.config import ConfigError, to_dict
 from common.mec import evaluate_policy
-from common.mec.policies import make_policy
+from common.mec.policies import POLICIES, make_policy
 from common.mec.scenario import ScenarioConfig, scenario_from_dict
 from experiments.cli import hydra_app
 
@@ -37,8 +37,6 @@ class SimulateConfig:
 
 def simulate_from_dict(raw: Any) -> SimulateConfig:
     """Validate the simulate CLI's config; unknown policies fail with the list of valid ones."""
-    from common.mec.policies import POLICIES
-
     d = to_dict(raw)
     scenario = scenario_from_dict(d.get("scenario"))
     policy = d.get("policy")
