@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.config import ConfigError
 from common.crypto import SECRET_CONTEXT_FILE
+from common.fed.settings import register_schemas
 from experiments.deploy import (
     PROJECT_ROOT,
     DeploySettings,
@@ -569,4 +570,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_schemas()
     main()

@@ -49,7 +49,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.config import ConfigError, compose
-from common.fed.settings import FederatedRunConfig, federated_from_dict
+from common.fed.settings import FederatedRunConfig, federated_from_dict, register_schemas
 from experiments.deploy_lib.cli import FlwrCli, write_run_config
 from experiments.deploy_lib.cluster import Cluster, Layout, provision
 from experiments.deploy_lib.pki import DEFAULT_SERVER_NAMES
@@ -237,6 +237,7 @@ def app_overrides(
 
 def app_config(overrides: Sequence[str], run_dir: str | Path) -> FederatedRunConfig:
     """The app's config exactly as the ServerApp and ClientApps compose it (validated)."""
+    register_schemas()
     try:
         raw = compose(["experiment=federation", *overrides])
     except (HydraException, OmegaConfBaseException) as err:  # they name the bad override
@@ -716,4 +717,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_schemas()
     main()

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from common.config import ConfigError, to_dict
 from common.mec import evaluate_policy
 from common.mec.policies import make_policy
-from common.mec.scenario import ScenarioConfig, scenario_from_dict
+from common.mec.scenario import ScenarioConfig, register_scenario_schema, scenario_from_dict
 
 # --------------------------------------------------------------------------------------------
 # Simulator CLI / benchmark
@@ -81,4 +81,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_scenario_schema()  # the only settings conf/simulate.yaml composes (no torch import)
     main()
