@@ -7,6 +7,11 @@ of its trainer, the federated run's in :mod:`common.fed.settings`, a study's und
 checks here, so every module receives typed objects, never raw config strings. Validation
 happens before any work starts, and every error names the field to fix. This module imports
 nothing of the project, so any layer can use it.
+
+The dataclasses are also the one home of the defaults: each owner registers its defaults as a
+Hydra config ``schema/<name>`` (:func:`register_schema`, collected by
+``common.fed.settings.register_schemas``), a preset of ``conf/`` starts from it
+(``- /schema/<name>@_here_`` in its defaults list) and sets only what differs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SCHEMA_GROUP = "schema"
+"""Hydra config group of the registered defaults (never a YAML directory)."""
 
 
 class ConfigError(ValueError):
@@ -162,8 +169,65 @@ def as_floats(value: Any, name: str) -> tuple[float, ...]:
     raise ConfigError(f"{name} must be a non-empty list of numbers, got {value!r}")
 
 
+def _plain(value: Any) -> Any:
+    """A default as a config value: tuples as lists, nested settings as mappings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def defaults_of(cls: type, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The defaults of dataclass ``cls`` as plain config values, in field order (or the order of
+    ``names``, a subset of its fields): what a Hydra schema node holds."""
+    found = {f.name: f for f in fields(cls)}
+    out = {}
+    for name in found if names is None else names:
+        f = found[name]
+        value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if value is dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{name} has no default")
+        out[name] = _plain(value)
+    return out
+
+
+def register_schema(name: str, node: Mapping[str, Any]) -> None:
+    """Register ``node`` (plain defaults, see :func:`defaults_of`) as the Hydra config
+    ``schema/<name>``; registering again replaces it.
+
+    The node is an untyped mapping, not a typed structured config, on purpose: values reach the
+    builders as written (a bad one fails there with a :class:`ConfigError` naming the field, not
+    in OmegaConf), and keys behave as in a YAML file (``+key=...`` still adds one)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group=SCHEMA_GROUP, name=name, node=dict(node))
+
+
+def _schema_node(entry: str, path: Path) -> dict[str, Any] | None:
+    """The registered node a defaults-list entry ``/schema/<name>@_here_`` names, or ``None``
+    when the entry is not a schema."""
+    target = entry.split("@", 1)[0].lstrip("/")
+    group, _, name = target.rpartition("/")
+    if group != SCHEMA_GROUP:
+        return None
+    from hydra.core.config_store import ConfigStore
+    from hydra.plugins.config_source import ConfigLoadError
+    from omegaconf import OmegaConf
+
+    try:
+        node = ConfigStore.instance().load(f"{target}.yaml").node
+    except ConfigLoadError:
+        raise ConfigError(
+            f"{path} starts from {target}, which is not registered: call "
+            f"common.fed.settings.register_schemas() (or its owner's register_*_schema()) first"
+        ) from None
+    return OmegaConf.to_container(node)  # type: ignore[return-value]
+
+
 def _resolve_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
-    """Apply a preset's Hydra ``defaults`` list (other presets of the same group, then _self_)."""
+    """Apply a preset's Hydra ``defaults`` list (registered schemas and other presets of the
+    same group, then _self_)."""
     import yaml
 
     defaults = raw.pop("defaults", None) or []
@@ -171,6 +235,10 @@ def _resolve_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     for entry in defaults:
         if entry == "_self_":
             merged.update(raw)
+            continue
+        node = _schema_node(entry, path)
+        if node is not None:
+            merged.update(node)
             continue
         parent = path.parent / f"{entry}.yaml"
         merged.update(_resolve_defaults(parent, yaml.safe_load(parent.read_text()) or {}))
@@ -180,8 +248,9 @@ def _resolve_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_preset(group: str, name: str, **overrides: Any) -> dict[str, Any]:
-    """The raw values of ``conf/<group>/<name>.yaml`` (its ``defaults`` applied) with
-    ``overrides``, outside Hydra; an unknown preset fails with the list of valid ones."""
+    """The raw values of ``conf/<group>/<name>.yaml`` (its ``defaults`` applied, the registered
+    schema it starts from included) with ``overrides``, outside Hydra; an unknown preset fails
+    with the list of valid ones."""
     import yaml
 
     path = CONF_DIR / group / f"{name}.yaml"
@@ -194,11 +263,20 @@ def load_preset(group: str, name: str, **overrides: Any) -> dict[str, Any]:
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
-    """Compose the Hydra config of ``conf/`` with ``overrides`` (outside ``@hydra.main``)."""
+    """Compose the Hydra config of ``conf/`` with ``overrides`` (outside ``@hydra.main``).
+
+    The presets start from the registered schemas: call ``common.fed.settings.register_schemas``
+    first (this fails with a :class:`ConfigError` saying so otherwise)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
+    if SCHEMA_GROUP not in ConfigStore.instance().repo:
+        raise ConfigError(
+            "conf/ needs the settings' schemas: call common.fed.settings.register_schemas() "
+            "before composing"
+        )
     if GlobalHydra.instance().is_initialized():  # e.g. inside @hydra.main: keep its state
         return hydra_compose(config_name=config_name, overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):

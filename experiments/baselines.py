@@ -52,7 +52,7 @@ from common.fed import (
 )
 from common.fed.local import schedule_budget, schedule_devices
 from common.fed.prepare import TEACHER_FILE, needs_teacher, prepare_run_dir
-from common.fed.settings import FederatedRunConfig, federated_from_dict
+from common.fed.settings import FederatedRunConfig, federated_from_dict, register_schemas
 from common.mec import collect_dataset, feature_scale
 from common.mec.policies import HEURISTIC_METHODS, make_policy
 from common.models import NetPolicy, build_for_scenario, count_params
@@ -139,6 +139,7 @@ def method_config(ctx: StudyContext, method: str | None, run_dir: Path) -> Feder
     sweep point's config alone)."""
     own = FEDERATED_METHODS[method] if method is not None else ()
     overrides = merge_overrides(ctx.overrides, own, ctx.extra)
+    register_schemas()
     raw = ctx.apply_smoke(compose(overrides))
     return federated_from_dict(raw, run_dir)
 

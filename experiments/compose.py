@@ -50,6 +50,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.config import ConfigError
 from common.crypto import SECRET_CONTEXT_FILE
+from common.fed.settings import register_schemas
 from experiments.cli import hydra_app
 from experiments.deploy import (
     PROJECT_ROOT,
@@ -566,4 +567,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    register_schemas()
     main()

@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.config import ConfigError, compose
-from common.fed.settings import FederatedRunConfig, federated_from_dict
+from common.fed.settings import FederatedRunConfig, federated_from_dict, register_schemas
 from experiments.cli import hydra_app
 from experiments.deploy_lib.cli import FlwrCli, write_run_config
 from experiments.deploy_lib.cluster import Cluster, Layout, provision
@@ -236,6 +236,7 @@ def app_overrides(
 
 def app_config(overrides: Sequence[str], run_dir: str | Path) -> FederatedRunConfig:
     """The app's config exactly as the ServerApp and ClientApps compose it (validated)."""
+    register_schemas()
     try:
         raw = compose(["experiment=federation", *overrides])
     except (HydraException, OmegaConfBaseException) as err:  # they name the bad override
@@ -712,4 +713,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    register_schemas()
     main()

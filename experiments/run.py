@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import ConfigError
+from common.fed.settings import register_schemas
 from experiments import tracking
 from experiments.cli import hydra_app
 from experiments.logs import setup_logging
@@ -69,4 +70,5 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     # Ray's notice about a future default on every ray.init (a launcher's too): take it now
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    register_schemas()
     main()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from common.config import ConfigError, to_dict
 from common.mec import evaluate_policy
 from common.mec.policies import POLICIES, make_policy
-from common.mec.scenario import ScenarioConfig, scenario_from_dict
+from common.mec.scenario import ScenarioConfig, register_scenario_schema, scenario_from_dict
 from experiments.cli import hydra_app
 
 # --------------------------------------------------------------------------------------------
@@ -76,4 +76,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    register_scenario_schema()  # the only settings conf/simulate.yaml composes (no torch import)
     main()

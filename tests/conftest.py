@@ -1,4 +1,5 @@
-"""Shared fixtures: CKKS key pairs generated once per test session (~0.1–0.3 s each)."""
+"""Shared fixtures: CKKS key pairs generated once per test session (~0.1–0.3 s each), and the
+settings' schemas registered for every test."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import pytest
 
 from common.crypto.keygen import generate_keys
 from common.crypto.params import HEConfig, load_he
+from common.fed.settings import register_schemas
+
+# As every entry point does before it composes conf/; here before any test module is collected
+# (some compose at import) and for the tests that call Hydra's own compose.
+register_schemas()
 
 
 @pytest.fixture(scope="session")

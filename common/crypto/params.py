@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.config import ConfigError, build, check_positive, load_preset, to_dict
+from common.config import (
+    ConfigError,
+    build,
+    check_positive,
+    defaults_of,
+    load_preset,
+    register_schema,
+    to_dict,
+)
 
 # --------------------------------------------------------------------------------------------
 # Homomorphic encryption (conf/he/*.yaml)
@@ -172,6 +180,12 @@ def he_from_dict(raw: Any) -> HEConfig:
     return build(HEConfig, d, "he").validate()
 
 
+def register_he_schema() -> None:
+    """Register ``schema/he``: every field's default, where ``conf/he/`` starts."""
+    register_schema("he", defaults_of(HEConfig))
+
+
 def load_he(name: str, **overrides: Any) -> HEConfig:
     """Load ``conf/he/<name>.yaml`` (``ckks``, ``ckks4096``, ``off``) and apply overrides."""
+    register_he_schema()
     return he_from_dict(load_preset("he", name, **overrides))

@@ -1,5 +1,6 @@
 """Settings of a federated run (``conf/federation``, ``conf/strategy``) and their one builder,
-``federated_from_dict``: what the server and every client agree on."""
+``federated_from_dict``: what the server and every client agree on; ``register_schemas`` makes
+every settings dataclass the home of its defaults in ``conf/``."""
 
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ from common.config import (
     check_positive_int,
     check_unit,
     compose,
+    defaults_of,
     finite,
+    register_schema,
     to_dict,
     typed,
 )
-from common.crypto.params import HEConfig, he_from_dict
+from common.crypto.params import HEConfig, he_from_dict, register_he_schema
 from common.distill import ScheduleConfig, TargetConfig, schedule_from_dict, targets_from_dict
 from common.mec.policies import HEURISTIC_METHODS, POLICIES
-from common.mec.scenario import ScenarioConfig, scenario_from_dict
-from common.models.nets import ModelConfig, model_from_dict
+from common.mec.scenario import ScenarioConfig, register_scenario_schema, scenario_from_dict
+from common.models.nets import ModelConfig, model_from_dict, register_model_schemas
 from common.training.imitation import ImitationConfig, imitation_from_dict
 
 # --------------------------------------------------------------------------------------------
@@ -60,8 +63,9 @@ class FederationConfig:
     client_cpus: float = 1.0
     """Ray CPUs per virtual client (2 cores: 1.0 runs two clients at once)."""
     ray_address: str | None = None
-    """Attach to an existing Ray cluster (passed to ``ray.init``); ``None`` starts a local one."""
-    timeout_s: float = 3600.0
+    """Attach to an existing Ray cluster (passed to ``ray.init``, e.g. ``"auto"`` or
+    ``"ray://head:10001"``); ``None`` starts a local one."""
+    timeout_s: float = 3600  # an int, as conf/ has always written it (the builder makes a float)
     """Seconds the server waits for the replies of one round."""
     min_available_nodes: int | None = None
     """Connected clients the server waits for before a round (``None``: all ``num_clients``);
@@ -223,6 +227,8 @@ class MetaConfig:
         return self
 
 
+FEDMETA2AG_FIELDS = ("edge_servers", "meta")
+"""The fields only ``fedmeta2ag`` reads: only ``conf/strategy/fedmeta2ag.yaml`` carries them."""
 KNOWLEDGE_KINDS = ("proxy", "class_table")
 LATE_POLICIES = ("wait", "drop")
 
@@ -469,6 +475,20 @@ def federated_from_dict(
     return cfg.validate()
 
 
+def register_schemas() -> None:
+    """Register every settings dataclass's defaults as a Hydra config ``schema/<name>``, where
+    the presets of ``conf/`` start (``- /schema/<name>@_here_``): call it before composing
+    ``conf/`` (entry points before ``@hydra.main`` runs, other callers before
+    :func:`common.config.compose`). Idempotent."""
+    register_scenario_schema()
+    register_he_schema()
+    register_model_schemas()
+    register_schema("federation", defaults_of(FederationConfig))
+    shared = [f.name for f in dataclasses.fields(StrategyConfig) if f.name not in FEDMETA2AG_FIELDS]
+    register_schema("strategy", defaults_of(StrategyConfig, shared))
+    register_schema("strategy_fedmeta2ag", defaults_of(StrategyConfig, FEDMETA2AG_FIELDS))
+
+
 def federated_from_run_config(run_config: Mapping[str, Any]) -> FederatedRunConfig:
     """The run config of ``flwr run .``: ``overrides`` (Hydra overrides, space separated),
     ``run-dir`` (the server's) and ``client-dir`` (the clients'; empty: ``<run-dir>-clients``)
@@ -478,5 +498,6 @@ def federated_from_run_config(run_config: Mapping[str, Any]) -> FederatedRunConf
     overrides = shlex.split(str(run_config.get("overrides", "")))
     run_dir = str(run_config.get("run-dir", "outputs/flwr-run"))
     client_dir = str(run_config.get("client-dir", "")) or None
+    register_schemas()
     raw = compose(["experiment=federation", *overrides])
     return federated_from_dict(raw, run_dir, client_dir)

@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.config import ConfigError, build, finite, load_preset, to_dict
+from common.config import (
+    ConfigError,
+    build,
+    defaults_of,
+    finite,
+    load_preset,
+    register_schema,
+    to_dict,
+)
 
 
 def _scenario_floats(value: Any, name: str) -> tuple[float, ...]:
@@ -270,6 +278,12 @@ def scenario_from_dict(raw: Any) -> ScenarioConfig:
 PRESETS = ("tang2020", "qeco", "seed001", "keco")
 
 
+def register_scenario_schema() -> None:
+    """Register ``schema/scenario``: every field's default, where ``conf/scenario/`` starts."""
+    register_schema("scenario", defaults_of(ScenarioConfig))
+
+
 def load_scenario(name: str, **overrides: Any) -> ScenarioConfig:
     """Load a preset from ``conf/scenario/<name>.yaml`` and apply keyword overrides."""
+    register_scenario_schema()
     return scenario_from_dict(load_preset("scenario", name, **overrides))

@@ -24,10 +24,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import ConfigError, as_ints, build, check_positive_int, finite, to_dict
+from common.config import (
+    ConfigError,
+    as_ints,
+    build,
+    check_positive_int,
+    defaults_of,
+    finite,
+    register_schema,
+    to_dict,
+)
 from common.mec.features import n_features
 
 MODEL_ARCHS = ("cnn", "lstm_dueling", "mlp")
+ARCH_FIELDS = {
+    "cnn": ("conv_channels", "kernel_size", "pool_size", "map_size", "map_hidden"),
+    "lstm_dueling": ("lstm_hidden",),
+    "mlp": (),
+}
+"""The fields only one architecture reads (its layers before the join); the others are shared."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,8 @@ class ModelConfig:
     """Widths of the fully connected ReLU layers after the history and the instantaneous
     features are joined (before the output heads)."""
     dueling: bool = True
-    """Dueling heads Q = V + A − mean(A); ``False`` gives one linear head."""
+    """Dueling heads Q = V + A − mean(A) (V cancels under a softmax, so training on targets by
+    cross-entropy is unchanged); ``False`` gives one linear head."""
     conv_channels: tuple[int, ...] = (32, 64)
     """``cnn``: output channels of the two conv layers (KECO: 32 then 64)."""
     kernel_size: int = 6
@@ -95,6 +111,15 @@ def model_from_dict(raw: Any) -> ModelConfig:
     if "ratio" in d and isinstance(d["ratio"], int) and not isinstance(d["ratio"], bool):
         d["ratio"] = float(d["ratio"])
     return build(ModelConfig, d, "model").validate()
+
+
+def register_model_schemas() -> None:
+    """Register ``schema/model_<arch>`` for each architecture: its ``arch``, then the defaults of
+    the fields it reads, input to output (ratio, its own layers, the joined FC layers and the
+    heads); ``conf/model/*.yaml`` starts from its architecture's."""
+    for arch, own in ARCH_FIELDS.items():
+        node = defaults_of(ModelConfig, ("arch", "ratio", *own, "hidden", "dueling"))
+        register_schema(f"model_{arch}", {**node, "arch": arch})
 
 
 def scale_width(width: int, ratio: float) -> int:

@@ -233,8 +233,9 @@ def prepare_teacher(work_dir: Path, overrides: Sequence[str]) -> Path:
     """
     from common.config import compose
     from common.fed.prepare import ensure_teacher
-    from common.fed.settings import federated_from_dict
+    from common.fed.settings import federated_from_dict, register_schemas
 
+    register_schemas()
     teacher_dir = work_dir / "teacher"
     teacher_dir.mkdir(parents=True, exist_ok=True)
     cfg = federated_from_dict(compose([*BENCH_OVERRIDES, *overrides, "he=off"]), teacher_dir)
@@ -511,9 +512,10 @@ class FedBench:
         """The sizes the runs use (scenario, networks, local work), for the report."""
         from common.config import compose
         from common.fed import build_student
-        from common.fed.settings import federated_from_dict
+        from common.fed.settings import federated_from_dict, register_schemas
         from common.models import build_for_scenario, count_params
 
+        register_schemas()
         cfg = federated_from_dict(
             compose([*BENCH_OVERRIDES, *self.overrides, *overrides]), self.work_dir
         )
@@ -548,9 +550,10 @@ def _child(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     from common.config import compose
     from common.fed.prepare import prepare_run_dir
-    from common.fed.settings import federated_from_dict
+    from common.fed.settings import federated_from_dict, register_schemas
     from experiments.tasks.federation import simulate
 
+    register_schemas()
     run_dir = Path(spec["run_dir"])
     cfg = federated_from_dict(compose(spec["overrides"]), run_dir)
     prepare_run_dir(cfg)
