@@ -35,10 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import CONF_DIR, compose
+from common.config import compose
 from common.crypto.params import load_he
 from common.fed import (
     ClientProfile,
@@ -56,7 +55,7 @@ from common.fed.settings import FederatedRunConfig, federated_from_dict, registe
 from common.mec import collect_dataset, feature_scale
 from common.mec.policies import HEURISTIC_METHODS, make_policy
 from common.models import NetPolicy, build_for_scenario, count_params
-from common.models.nets import model_from_dict
+from common.models.nets import ModelConfig, load_model
 from common.training import (
     distill_student,
     normalize,
@@ -247,8 +246,8 @@ def budget(ctx: StudyContext) -> dict[str, int]:
     return schedule_budget(ctx.fed, _profiles(ctx))
 
 
-def _model(name: str):
-    return model_from_dict(yaml.safe_load((CONF_DIR / "model" / f"{name}.yaml").read_text()))
+def _model(name: str) -> ModelConfig:
+    return load_model(name)
 
 
 def _info(start: float, net: torch.nn.Module, used: dict[str, int]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from common.config import (
     check_positive_int,
     defaults_of,
     finite,
+    load_preset,
     register_schema,
     to_dict,
 )
@@ -120,6 +121,13 @@ def register_model_schemas() -> None:
     for arch, own in ARCH_FIELDS.items():
         node = defaults_of(ModelConfig, ("arch", "ratio", *own, "hidden", "dueling"))
         register_schema(f"model_{arch}", {**node, "arch": arch})
+
+
+def load_model(name: str, **overrides: object) -> ModelConfig:
+    """The preset ``conf/model/<name>.yaml`` as a validated :class:`ModelConfig` (its
+    architecture's schema applied, then ``overrides``), outside Hydra."""
+    register_model_schemas()
+    return model_from_dict(load_preset("model", name, **overrides))
 
 
 def scale_width(width: int, ratio: float) -> int:

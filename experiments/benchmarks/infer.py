@@ -28,9 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import yaml
 
-from common.config import CONF_DIR
 from common.mec import n_features
 from common.mec.scenario import load_scenario
 from common.models import (
@@ -44,15 +42,15 @@ from common.models import (
     quantize_int8,
     quantize_int8_static,
 )
-from common.models.nets import model_from_dict
+from common.models.nets import ModelConfig, load_model
 from experiments.benchmarks._fed import emit_table, fmt, markdown_table
 
 STUDENT_RATIO_TARGET = 0.5
 """Target: the student's batch-1 latency is at most half the teacher's."""
 
 
-def _model(name: str):
-    return model_from_dict(yaml.safe_load((CONF_DIR / "model" / f"{name}.yaml").read_text()))
+def _model(name: str) -> ModelConfig:
+    return load_model(name)
 
 
 def _states(n: int, m: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,11 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import (
-    CONF_DIR,
     ConfigError,
     as_floats,
     as_ints,
@@ -52,7 +50,7 @@ from common.models import (
     quantize_int8,
 )
 from common.models.latency import latency_samples_us
-from common.models.nets import MODEL_ARCHS, ModelConfig, model_from_dict
+from common.models.nets import MODEL_ARCHS, ModelConfig, load_model, model_from_dict
 from common.training import (
     distill_student,
     evaluate_episodes,
@@ -203,8 +201,7 @@ class Evaluator:
 def _student_config(teacher_cfg: ModelConfig, exp: DistillTablesConfig) -> ModelConfig:
     if exp.student_arch is None or exp.student_arch == teacher_cfg.arch:
         return teacher_cfg
-    raw = yaml.safe_load((CONF_DIR / "model" / f"{exp.student_arch}.yaml").read_text())
-    return model_from_dict(raw)
+    return load_model(exp.student_arch)
 
 
 def _heuristic_call_us(scenario: ScenarioConfig, name: str) -> float:
