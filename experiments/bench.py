@@ -30,8 +30,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import experiments.benchmarks as _pkg
-from common.config import ConfigError
-from experiments.cli import CONF_DIR, hydra_app
+from common.config import CONF_DIR, ConfigError
+from experiments.cli import hydra_app
 
 
 def available_suites() -> list[str]:

@@ -40,10 +40,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from common.config import ConfigError
+from common.config import CONF_DIR, ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-"""The project's config directory (absolute, so that an app finds it however it is called)."""
 EXIT_CONFIG = 2
 """Exit code of every command whose configuration is wrong (as argparse's usage errors)."""
 
